@@ -1,0 +1,241 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) idp.recovery contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""Private to this collection: payloads (source -> compress -> encrypt -> file, and back)."""
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+import os
+import shutil
+import tempfile
+import time
+
+from ansible_collections.idp.recovery.plugins.module_utils import _backup_set
+from ansible_collections.idp.recovery.plugins.module_utils._archive import (
+    CountingSink,
+    FileProducer,
+    RawWriter,
+    SafeExtractor,
+    TarProducer,
+    content_digest,
+)
+from ansible_collections.idp.recovery.plugins.module_utils._common import (
+    RecoveryError,
+    ensure_dir,
+    fsync_dir,
+    remove_quietly,
+    temp_path_beside,
+)
+from ansible_collections.idp.recovery.plugins.module_utils._crypto import (
+    Compression,
+    decrypt_stages,
+    describe_from_name,
+    encrypt_stages,
+    encryption_backend,
+    explain_failure,
+    sniff_encryption,
+)
+from ansible_collections.idp.recovery.plugins.module_utils._stream import PipelineError, run_from_file, run_to_file
+
+
+def _rel_in_set(set_dir, path):
+    return os.path.relpath(os.path.abspath(path), set_dir).replace(os.sep, '/')
+
+
+def existing_payload(dest):
+    """(set_dir, recorded payload info) for a payload path, or (set_dir, None)."""
+    set_dir = _backup_set.find_set_dir(dest)
+    if set_dir is None or not os.path.isfile(dest):
+        return set_dir, None
+    return set_dir, _backup_set.payload_info(set_dir, _rel_in_set(set_dir, dest))
+
+
+def create_payload(src, dest, encryption, compression, recipients=None, recipients_file=None, passphrase=None,
+                   gpg_homedir=None, force=False, check_mode=False):
+    """Write src (a file or a directory) as one payload at dest; return a result dict."""
+    if not os.path.exists(src):
+        raise RecoveryError('source %s does not exist' % src, path=src)
+    if os.path.isdir(dest):
+        raise RecoveryError('dest %s is a directory; give the payload file name' % dest, path=dest)
+    backend = encryption_backend(encryption, recipients, recipients_file, passphrase, gpg_homedir)
+    compressor = Compression(compression[0], compression[1])
+    # validate keys and levels before anything is written
+    stages = encrypt_stages(compressor, backend)
+    is_dir = os.path.isdir(src)
+    set_dir, recorded = existing_payload(dest)
+    result = {'changed': False, 'dest': dest, 'src': src, 'format': 'tar' if is_dir else 'raw'}
+    if recorded and not force:
+        digest = content_digest(src)
+        if (recorded.get('source') or {}).get('digest') == digest and _same_settings(recorded, backend, compressor):
+            result.update({'payload': recorded, 'msg': 'dest already holds this source content'})
+            return result
+    if set_dir is not None and _backup_set.is_complete(set_dir):
+        raise RecoveryError('backup set %s is finalized; a payload cannot be added or replaced' % set_dir, path=dest)
+    result['changed'] = True
+    if check_mode:
+        result['msg'] = 'would write %s' % dest
+        return result
+    ensure_dir(os.path.dirname(os.path.abspath(dest)))
+    producer = TarProducer(src) if is_dir else FileProducer(src)
+    started = time.time()
+    sha256, size = run_to_file(producer, stages, dest)
+    elapsed = time.time() - started
+    info = backend.public_description()
+    info.update({
+        'format': result['format'],
+        'compression': compressor.name,
+        'size': size,
+        'sha256': sha256,
+        'source': {
+            'path': src,
+            'type': 'directory' if is_dir else 'file',
+            'digest': producer.digest,
+            'files': producer.files,
+            'bytes': producer.bytes,
+        },
+        'seconds': round(elapsed, 3),
+    })
+    if producer.skipped:
+        info['skipped'] = producer.skipped
+    if set_dir is not None:
+        rel = _rel_in_set(set_dir, dest)
+        try:
+            _backup_set.write_fragment(set_dir, 'payload-' + rel.replace('/', '_'), {'payloads': {rel: info}})
+        except RecoveryError:
+            # a payload that the set cannot describe must not stay in it
+            remove_quietly(dest)
+            raise
+    result['payload'] = info
+    return result
+
+
+def _same_settings(recorded, backend, compressor):
+    wanted = backend.public_description()
+    return (recorded.get('compression') == compressor.name
+            and recorded.get('encryption') == wanted.get('encryption')
+            and sorted(recorded.get('recipients') or []) == sorted(wanted.get('recipients') or []))
+
+
+def describe_payload(path, encryption=None, compression=None, fmt=None):
+    """How to read a payload: recorded metadata first, then explicit options, then its name and bytes."""
+    _set_dir, recorded = existing_payload(path)
+    recorded = recorded or {}
+    name_fmt, name_compression, name_encryption = describe_from_name(path)
+    sniffed = sniff_encryption(path)
+    found_encryption = encryption or recorded.get('encryption') or sniffed or name_encryption or 'none'
+    if found_encryption == 'gpg' and sniffed == 'passphrase':
+        found_encryption = 'passphrase'
+    return {
+        'encryption': found_encryption,
+        'compression': compression or recorded.get('compression') or name_compression,
+        'format': fmt or recorded.get('format') or name_fmt,
+        'recorded': recorded,
+    }
+
+
+def read_payload(path, description, keys, consume):
+    """Decrypt and decompress the payload at path into consume(stream)."""
+    backend = encryption_backend(description['encryption'])
+    if not keys.can_decrypt(description['encryption']):
+        raise RecoveryError('%s is encrypted with %s: give %s to read it' % (
+            path, description['encryption'],
+            'identity or identity_content' if description['encryption'] == 'age' else 'passphrase'), path=path)
+    stages = decrypt_stages(Compression(description['compression']), backend, keys)
+    try:
+        return run_from_file(path, stages, consume)
+    except PipelineError as exc:
+        kind, msg = explain_failure(path, exc.failures, backend)
+        raise RecoveryError(msg, path=path, reason=kind)
+    except RecoveryError as exc:
+        if exc.msg.startswith(path):
+            raise
+        raise RecoveryError('%s: %s' % (path, exc.msg), path=path, reason='corrupt')
+
+
+def read_test(path, keys, description=None):
+    """Decrypt and decompress to nowhere (a full read test); return bytes and members read."""
+    description = description or describe_payload(path)
+    sink = CountingSink(tar=description['format'] == 'tar')
+    read_payload(path, description, keys, sink)
+    return {'plain_bytes': sink.bytes, 'members': sink.members if sink.tar else None}
+
+
+def extract_payload(src, dest, keys, encryption=None, compression=None, fmt=None, force=False, check_mode=False):
+    """Extract a payload into dest (a directory for tar payloads, a file for raw ones)."""
+    if not os.path.isfile(src):
+        raise RecoveryError('payload %s does not exist' % src, path=src)
+    description = describe_payload(src, encryption, compression, fmt)
+    result = {'changed': False, 'src': src, 'dest': dest, 'format': description['format']}
+    wanted = (description['recorded'].get('source') or {}).get('digest')
+    if os.path.lexists(dest):
+        if wanted and content_digest(dest) == wanted:
+            result['msg'] = 'dest already holds the content of this payload'
+            return result
+        if not force and not _is_empty_dir(dest):
+            raise RecoveryError('%s exists and differs from the payload; set force=true to replace it' % dest, path=dest)
+    result['changed'] = True
+    if check_mode:
+        result['msg'] = 'would extract %s into %s' % (src, dest)
+        return result
+    parent = os.path.dirname(os.path.abspath(dest))
+    ensure_dir(parent)
+    if description['format'] == 'tar':
+        tmp = tempfile.mkdtemp(prefix='.%s.extract-' % os.path.basename(dest), dir=parent)
+        try:
+            extractor = SafeExtractor(tmp)
+            read_payload(src, description, keys, extractor)
+            result.update({'files': extractor.files, 'bytes': extractor.bytes})
+            if wanted and content_digest(tmp) != wanted:
+                raise RecoveryError('%s: extracted tree does not match the recorded source digest' % src, path=src)
+            _replace(tmp, dest)
+        except BaseException:
+            remove_quietly(tmp)
+            raise
+    else:
+        tmp = temp_path_beside(dest, 'extract')
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, 'wb') as out:
+                writer = RawWriter(out)
+                read_payload(src, description, keys, writer)
+                out.flush()
+                os.fsync(out.fileno())
+            if wanted and writer.digest() != wanted:
+                raise RecoveryError('%s: extracted content does not match the recorded source digest' % src, path=src)
+            result.update({'files': 1, 'bytes': writer.bytes})
+            _replace(tmp, dest)
+        except (OSError, IOError) as exc:
+            remove_quietly(tmp)
+            raise RecoveryError('%s: cannot write %s: %s' % (src, dest, exc.strerror or exc), path=dest)
+        except BaseException:
+            remove_quietly(tmp)
+            raise
+    result['digest_checked'] = bool(wanted)
+    return result
+
+
+def _is_empty_dir(path):
+    return os.path.isdir(path) and not os.path.islink(path) and not os.listdir(path)
+
+
+def _replace(tmp, dest):
+    """Move tmp into place; an existing dest is moved aside first and removed only afterwards."""
+    old = None
+    if os.path.lexists(dest):
+        old = temp_path_beside(dest, 'old')
+        os.rename(dest, old)
+    try:
+        os.rename(tmp, dest)
+    except OSError as exc:
+        if old is not None:
+            os.rename(old, dest)
+        raise RecoveryError('cannot move the extracted content into %s: %s' % (dest, exc.strerror or exc), path=dest)
+    fsync_dir(os.path.dirname(os.path.abspath(dest)))
+    if old is not None:
+        if os.path.isdir(old) and not os.path.islink(old):
+            shutil.rmtree(old)
+        else:
+            os.unlink(old)

@@ -1,0 +1,374 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) idp.recovery contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""Private to this collection: streaming pipelines of stock tools.
+
+A pipeline is a chain of child processes (compressor, encryptor, or the reverse) connected by
+pipes. Python feeds the first one and reads the last one in fixed-size chunks, so memory stays
+flat whatever the payload size. Secrets reach a child only through an inherited pipe (a file
+descriptor), never through argv or the environment of this process.
+"""
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+import hashlib
+import os
+import subprocess
+import tempfile
+import threading
+
+from ansible_collections.idp.recovery.plugins.module_utils._common import (
+    CHUNK_SIZE,
+    FILE_MODE,
+    RecoveryError,
+    fsync_dir,
+    remove_quietly,
+    temp_path_beside,
+)
+
+STDERR_TAIL = 4096
+# after a consumer failed, how much more output to read so that every stage reaches its own verdict
+VERDICT_DRAIN = 64 * 1024 * 1024
+
+
+class Stage(object):
+    """One child process of a pipeline.
+
+    ``argv`` may contain the placeholder ``{fd}``: it is replaced by the number of a pipe that
+    carries ``secret`` (bytes) to the child, which then reads it like a file (``/dev/fd/N``) or as
+    a descriptor (``--passphrase-fd N``).
+    """
+
+    def __init__(self, name, argv, secret=None, env=None):
+        self.name = name
+        self.argv = list(argv)
+        self.secret = secret
+        self.env = env
+        self.proc = None
+        self.stderr = None
+        self.killed = False
+
+
+class PipelineError(RecoveryError):
+    """A pipeline failed; ``failures`` holds (stage name, exit code, stderr tail)."""
+
+    def __init__(self, msg, failures=None, **details):
+        super(PipelineError, self).__init__(msg, **details)
+        self.failures = failures or []
+
+
+def _read_tail(handle):
+    handle.seek(0, os.SEEK_END)
+    size = handle.tell()
+    handle.seek(max(0, size - STDERR_TAIL))
+    return handle.read().decode('utf-8', 'replace').strip()
+
+
+class Pipeline(object):
+    """Start a chain of stages; ``stdin`` is a file object, a file descriptor or PIPE."""
+
+    def __init__(self, stages, stdin=subprocess.PIPE):
+        self.stages = list(stages)
+        self._stdin = stdin
+        self._started = False
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None:
+            self.kill()
+        self.close()
+        return False
+
+    @property
+    def stdin(self):
+        return self.stages[0].proc.stdin
+
+    @property
+    def stdout(self):
+        return self.stages[-1].proc.stdout
+
+    def start(self):
+        upstream = self._stdin
+        for index, stage in enumerate(self.stages):
+            argv = stage.argv
+            pass_fds = ()
+            secret_r = None
+            if stage.secret is not None:
+                secret_r, secret_w = os.pipe()
+                if len(stage.secret) > 60000:
+                    os.close(secret_r)
+                    os.close(secret_w)
+                    raise RecoveryError('secret material for %s is too large' % stage.name)
+                os.write(secret_w, stage.secret)
+                os.close(secret_w)
+                argv = [a.replace('{fd}', str(secret_r)) for a in argv]
+                pass_fds = (secret_r,)
+            stage.stderr = tempfile.TemporaryFile()
+            env = None
+            if stage.env:
+                env = dict(os.environ)
+                env.update(stage.env)
+            try:
+                stage.proc = subprocess.Popen(
+                    argv, stdin=upstream, stdout=subprocess.PIPE, stderr=stage.stderr,
+                    pass_fds=pass_fds, close_fds=True, env=env)
+            except OSError as exc:
+                self.kill()
+                self.close()
+                raise RecoveryError('cannot run %s: %s' % (argv[0], exc.strerror or exc))
+            finally:
+                if secret_r is not None:
+                    os.close(secret_r)
+            if index > 0:
+                # the child holds its own copy of the pipe now
+                self.stages[index - 1].proc.stdout.close()
+            upstream = stage.proc.stdout
+        self._started = True
+        return self
+
+    def kill(self):
+        for stage in self.stages:
+            if stage.proc is not None and stage.proc.poll() is None:
+                try:
+                    stage.proc.kill()
+                    stage.killed = True
+                except OSError:
+                    pass
+
+    def wait(self):
+        """Wait for every stage; return a list of failures (name, code, stderr tail).
+
+        A stage this pipeline killed is not a failure of its own: whatever made us kill it is.
+        """
+        failures = []
+        for stage in self.stages:
+            if stage.proc is None:
+                continue
+            code = stage.proc.wait()
+            if code != 0 and not stage.killed:
+                failures.append((stage.name, code, _read_tail(stage.stderr)))
+        return failures
+
+    def close(self):
+        for stage in self.stages:
+            if stage.proc is not None:
+                for handle in (stage.proc.stdin, stage.proc.stdout):
+                    if handle is not None:
+                        try:
+                            handle.close()
+                        except (OSError, IOError):
+                            pass
+                if stage.proc.poll() is None:
+                    stage.proc.wait()
+            if stage.stderr is not None:
+                stage.stderr.close()
+                stage.stderr = None
+
+
+class Feeder(threading.Thread):
+    """Run ``produce(sink)`` in a thread, writing into the first stage's stdin."""
+
+    def __init__(self, produce, sink):
+        super(Feeder, self).__init__(name='idp-recovery-feeder')
+        self.daemon = True
+        self.produce = produce
+        self.sink = sink
+        self.error = None
+        self.broken_pipe = False
+
+    def run(self):
+        try:
+            self.produce(self.sink)
+        except BrokenPipeError:
+            self.broken_pipe = True
+        except RecoveryError as exc:
+            self.error = exc
+        except (OSError, IOError) as exc:
+            if getattr(exc, 'errno', None) == 32:
+                self.broken_pipe = True
+            else:
+                self.error = RecoveryError('cannot read the source: %s' % (exc.strerror or exc))
+        except Exception as exc:  # pylint: disable=broad-except
+            self.error = RecoveryError('cannot read the source: %s' % exc)
+        finally:
+            try:
+                self.sink.close()
+            except (OSError, IOError):
+                pass
+
+
+class AtomicHashedFile(object):
+    """A file written under a temporary name, hashed as it is written, renamed on commit()."""
+
+    def __init__(self, path, mode=FILE_MODE):
+        self.path = path
+        self.mode = mode
+        self.tmp = temp_path_beside(path, 'partial')
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+        self._fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+
+    def write(self, data):
+        self.sha256.update(data)
+        view = memoryview(data)
+        try:
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+        except OSError as exc:
+            raise RecoveryError('cannot write %s: %s' % (self.path, exc.strerror or exc), path=self.path)
+        self.size += len(data)
+
+    def commit(self):
+        try:
+            os.fsync(self._fd)
+            os.close(self._fd)
+            self._fd = None
+            os.chmod(self.tmp, self.mode)
+            os.rename(self.tmp, self.path)
+            fsync_dir(os.path.dirname(os.path.abspath(self.path)))
+        except OSError as exc:
+            self.abort()
+            raise RecoveryError('cannot write %s: %s' % (self.path, exc.strerror or exc), path=self.path)
+        return self.sha256.hexdigest()
+
+    def abort(self):
+        if self._fd is not None:
+            try:
+                os.close(self._fd)
+            except OSError:
+                pass
+            self._fd = None
+        remove_quietly(self.tmp)
+
+
+def copy_stream(reader, write, chunk_size=CHUNK_SIZE):
+    """Copy a readable binary stream to a write callable in chunks; return the byte count."""
+    total = 0
+    readinto = getattr(reader, 'readinto', None)
+    if readinto is not None:
+        buf = bytearray(chunk_size)
+        view = memoryview(buf)
+        while True:
+            count = readinto(buf)
+            if not count:
+                break
+            write(view[:count])
+            total += count
+        return total
+    while True:
+        data = reader.read(chunk_size)
+        if not data:
+            break
+        write(data)
+        total += len(data)
+    return total
+
+
+def hash_file(path, algorithm='sha256'):
+    """Stream a file through a hash; return (hexdigest, size)."""
+    digest = hashlib.new(algorithm)
+    size = 0
+    try:
+        with open(path, 'rb', buffering=0) as handle:
+            size = copy_stream(handle, digest.update)
+    except (OSError, IOError) as exc:
+        raise RecoveryError('cannot read %s: %s' % (path, exc.strerror or exc), path=path)
+    return digest.hexdigest(), size
+
+
+def run_to_file(produce, stages, dest):
+    """Run ``produce(sink)`` through ``stages`` into ``dest`` atomically.
+
+    Returns (sha256 of dest, size of dest). On any failure nothing is left at dest or beside it.
+    """
+    out = AtomicHashedFile(dest)
+    try:
+        if not stages:
+            produce(out)
+            return out.commit(), out.size
+        with Pipeline(stages) as pipe:
+            feeder = Feeder(produce, pipe.stdin)
+            feeder.start()
+            write_error = None
+            try:
+                copy_stream(pipe.stdout, out.write)
+            except RecoveryError as exc:
+                write_error = exc
+                pipe.kill()
+            feeder.join()
+            failures = pipe.wait()
+        if write_error is not None:
+            raise write_error
+        if feeder.error is not None:
+            raise feeder.error
+        if failures:
+            raise PipelineError(describe_failures(failures), failures=failures)
+        if feeder.broken_pipe:
+            raise RecoveryError('the pipeline stopped reading before the end of the source')
+        return out.commit(), out.size
+    except BaseException:
+        out.abort()
+        raise
+
+
+def run_from_file(path, stages, consume):
+    """Stream the file at path through ``stages`` and hand the output stream to ``consume``.
+
+    ``consume(stream)`` must read the stream to its end. Returns what consume returns; raises
+    PipelineError when a stage fails, after the consumer finished or failed.
+    """
+    try:
+        source = open(path, 'rb', buffering=0)
+    except (OSError, IOError) as exc:
+        raise RecoveryError('cannot read %s: %s' % (path, exc.strerror or exc), path=path)
+    with source:
+        if not stages:
+            return consume(source)
+        with Pipeline(stages, stdin=source) as pipe:
+            consumer_error = None
+            result = None
+            try:
+                result = consume(pipe.stdout)
+                # drain what the consumer left (a trailer), so every stage can finish
+                copy_stream(pipe.stdout, lambda data: None)
+            except RecoveryError as exc:
+                consumer_error = exc
+                # a consumer often fails because a stage failed (wrong key, corrupted data): read
+                # on, within a bound, so that the stages finish and tell; killed stages say nothing
+                if not _drain(pipe.stdout, VERDICT_DRAIN):
+                    pipe.kill()
+            failures = pipe.wait()
+        if failures:
+            raise PipelineError(describe_failures(failures), failures=failures)
+        if consumer_error is not None:
+            raise consumer_error
+        return result
+
+
+def _drain(stream, limit):
+    """Read and discard up to limit bytes; True when the stream ended."""
+    total = 0
+    try:
+        while total <= limit:
+            data = stream.read(CHUNK_SIZE)
+            if not data:
+                return True
+            total += len(data)
+    except (OSError, IOError, ValueError):
+        pass
+    return False
+
+
+def describe_failures(failures):
+    parts = []
+    for name, code, tail in failures:
+        last = [line for line in tail.splitlines() if line.strip() and 'report unexpected' not in line]
+        parts.append('%s exited with %s%s' % (name, code, (': ' + ' / '.join(last[-3:])) if last else ''))
+    return '; '.join(parts)

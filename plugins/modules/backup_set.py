@@ -1,0 +1,237 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright (c) idp.recovery contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+module: backup_set
+short_description: Open, finalize, verify or remove a backup set
+version_added: 0.1.0
+description:
+  - A backup set is one directory per run, C(<root>/<service>/<YYYYMMDDTHHMMSSZ>/), holding encrypted payload files,
+    C(metadata.json) (plain, no secrets) and C(MANIFEST.sha256). The manifest is written last and atomically; a set
+    without it is incomplete and is never restored or counted as a backup.
+  - V(present) creates the set directory (mode 0700) with an C(.in-progress) marker.
+  - V(finalized) merges the metadata recorded by payload modules and O(metadata) into C(metadata.json), then writes
+    C(MANIFEST.sha256) (C(sha256sum -c) format, every other file of the set) last, and removes the marker.
+  - V(verified) checks every checksum of the manifest and, when O(identity), O(identity_content) or O(passphrase)
+    is given, decrypts and decompresses every payload to nowhere (a full read test). It never changes anything.
+  - V(absent) removes the set. A directory that does not look like a backup set is refused.
+author:
+  - idp.recovery maintainers (@idp-recovery)
+extends_documentation_fragment:
+  - idp.recovery.attributes
+  - idp.recovery.attributes.IDEMPOTENT
+  - idp.recovery.encryption.DECRYPT
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: none
+  idempotent:
+    support: partial
+    details:
+      - O(root) with O(service) opens a new time-stamped set on every run, by design.
+      - Everything else is idempotent; a finalized set is immutable and its metadata cannot change.
+options:
+  path:
+    description:
+      - The set directory. Mutually exclusive with O(root).
+    type: path
+  root:
+    description:
+      - With O(state=present), the backup root under which a new set C(<root>/<service>/<UTC stamp>) is created.
+        Requires O(service). The created path is returned as RV(path).
+    type: path
+  service:
+    description:
+      - The service name recorded in the metadata. Defaults to the name of the set's parent directory.
+    type: str
+  kind:
+    description:
+      - The kind of service, for example V(authentik), V(ory), V(kotauth) or V(postgres), recorded in the metadata.
+    type: str
+  state:
+    description:
+      - The wanted state of the set.
+    type: str
+    choices: [present, finalized, verified, absent]
+    default: present
+  metadata:
+    description:
+      - With O(state=finalized), data merged into C(metadata.json). Must not contain secrets.
+      - The keys V(format_version), V(set) and V(payloads) are reserved.
+    type: dict
+    default: {}
+  decrypt:
+    description:
+      - With O(state=verified), whether to decrypt every payload as a full read test. V(auto) does so when a key is
+        given (O(identity), O(identity_content) or O(passphrase)); V(always) fails when a payload cannot be decrypted
+        for lack of a key.
+    type: str
+    choices: [auto, always, never]
+    default: auto
+seealso:
+  - module: idp.recovery.encrypted_archive
+  - module: idp.recovery.backup_set_info
+'''
+
+EXAMPLES = r'''
+- name: Open a new set for the authentik service
+  idp.recovery.backup_set:
+    root: /var/backups/idp
+    service: authentik
+    kind: authentik
+  register: backup
+
+- name: Finalize it (manifest written last)
+  idp.recovery.backup_set:
+    path: "{{ backup.path }}"
+    state: finalized
+    metadata:
+      ticket: CHG-1234
+
+- name: Verify checksums and decrypt every payload to nowhere
+  idp.recovery.backup_set:
+    path: "{{ backup.path }}"
+    state: verified
+    identity: /etc/idp-recovery/age.key
+
+- name: Remove a set
+  idp.recovery.backup_set:
+    path: /var/backups/idp/authentik/20260101T000000Z
+    state: absent
+'''
+
+RETURN = r'''
+path:
+  description: The set directory.
+  returned: always
+  type: str
+  sample: /var/backups/idp/authentik/20261122T030000Z
+complete:
+  description: Whether the set has its manifest.
+  returned: always
+  type: bool
+metadata:
+  description: The merged metadata (written to C(metadata.json) unless in check mode).
+  returned: O(state=finalized)
+  type: dict
+files:
+  description: Per-file results of the verification.
+  returned: O(state=verified)
+  type: list
+  elements: dict
+  contains:
+    path:
+      description: The file, relative to the set.
+      type: str
+    ok:
+      description: Whether every check of this file passed.
+      type: bool
+    size:
+      description: Size in bytes.
+      type: int
+    sha256:
+      description: The checksum recorded in the manifest.
+      type: str
+    decrypted:
+      description: Whether a full read test (decrypt and decompress) passed; null when not attempted.
+      type: bool
+    plain_bytes:
+      description: Bytes after decryption and decompression, for payloads read in full.
+      type: int
+    error:
+      description: What failed.
+      type: str
+unlisted:
+  description: Files in the set that the manifest does not list (they are never restored).
+  returned: O(state=verified)
+  type: list
+  elements: str
+'''
+
+import os
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.idp.recovery.plugins.module_utils import _backup_set
+from ansible_collections.idp.recovery.plugins.module_utils._common import RecoveryError, make_stamp
+from ansible_collections.idp.recovery.plugins.module_utils._crypto import decrypt_argument_spec, keys_from_params
+from ansible_collections.idp.recovery.plugins.module_utils._module import run_module
+from ansible_collections.idp.recovery.plugins.module_utils._payload import describe_payload, read_test
+
+
+def verify(set_dir, keys, decrypt):
+    checks, unlisted = _backup_set.verify_checksums(set_dir)
+    payloads = (_backup_set.read_metadata(set_dir).get('payloads') or {})
+    for item in checks:
+        item['decrypted'] = None
+        if not item['ok'] or item['path'] not in payloads or decrypt == 'never':
+            continue
+        full = os.path.join(set_dir, item['path'])
+        description = describe_payload(full)
+        if not keys.can_decrypt(description['encryption']):
+            if decrypt == 'always':
+                item.update(ok=False, error='%s: no key given to decrypt this %s payload' % (item['path'], description['encryption']))
+            continue
+        try:
+            item.update(read_test(full, keys, description), decrypted=True)
+        except RecoveryError as exc:
+            item.update(ok=False, decrypted=False, error=exc.msg)
+    failed = [item for item in checks if not item['ok']]
+    if failed:
+        raise RecoveryError('backup set %s failed verification: %s' % (set_dir, '; '.join(i['error'] for i in failed)),
+                            path=set_dir, files=checks, unlisted=unlisted)
+    return checks, unlisted
+
+
+def run(module):
+    params = module.params
+    state = params['state']
+    set_dir = params['path']
+    if params['root']:
+        if state != 'present' or not params['service']:
+            raise RecoveryError('root is only for state=present, together with service')
+        set_dir = os.path.join(params['root'], params['service'], make_stamp())
+    result = {'changed': False, 'path': set_dir}
+    if state == 'present':
+        if module.check_mode:
+            result['changed'] = not (_backup_set.is_complete(set_dir) or os.path.isfile(os.path.join(set_dir, _backup_set.MARKER)))
+        else:
+            result['changed'] = _backup_set.create(set_dir, params['service'], params['kind'])
+    elif state == 'finalized':
+        result['changed'], result['metadata'] = _backup_set.finalize(
+            set_dir, params['metadata'], params['service'], params['kind'], check_mode=module.check_mode)
+    elif state == 'verified':
+        result['files'], result['unlisted'] = verify(set_dir, keys_from_params(params), params['decrypt'])
+        if result['unlisted']:
+            module.warn('files not listed in the manifest (never restored): %s' % ', '.join(result['unlisted']))
+    else:
+        result['changed'] = _backup_set.remove(set_dir, check_mode=module.check_mode)
+    result['complete'] = _backup_set.is_complete(set_dir)
+    return result
+
+
+def main():
+    argument_spec = dict(
+        path=dict(type='path'),
+        root=dict(type='path'),
+        service=dict(type='str'),
+        kind=dict(type='str'),
+        state=dict(type='str', choices=['present', 'finalized', 'verified', 'absent'], default='present'),
+        metadata=dict(type='dict', default={}),
+        decrypt=dict(type='str', choices=['auto', 'always', 'never'], default='auto'),
+    )
+    argument_spec.update(decrypt_argument_spec())
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
+                           mutually_exclusive=[('path', 'root')], required_one_of=[('path', 'root')])
+    run_module(module, run)
+
+
+if __name__ == '__main__':
+    main()

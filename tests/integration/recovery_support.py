@@ -1,0 +1,181 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) idp.recovery contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""Helpers of the integration tests: sample trees, tree snapshots, stock-tool pipelines."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shlex
+import stat
+import subprocess
+from pathlib import Path
+
+UNICODE_NAME = 'ünïcödé 日本 ✓.txt'
+TEMP_TAGS = ('.partial-', '.extract-', '.old-')
+
+SUFFIX = {
+    'zstd': '.zst', 'gzip': '.gz', 'none': '',
+    'age': '.age', 'ssh': '.age', 'gpg': '.gpg', 'passphrase': '.gpg',
+}
+
+
+def random_file(path, size, seed=None):
+    """A file of ``size`` bytes that does not compress."""
+    path = Path(path)
+    with open(str(path), 'wb') as handle:
+        remaining = size
+        while remaining:
+            chunk = os.urandom(min(remaining, 1024 * 1024))
+            handle.write(chunk)
+            remaining -= len(chunk)
+    return path
+
+
+def make_tree(root):
+    """A source tree with nested directories, symbolic links, a hard link, an empty file,
+    a 0640 file, a 0750 directory and a unicode name."""
+    root = Path(root)
+    root.mkdir(parents=True)
+    (root / 'top.txt').write_bytes(b'top level line\n' * 500)
+    (root / 'empty').write_bytes(b'')
+    secret = root / 'secret.conf'
+    secret.write_bytes(b'SECRET_KEY=not-really\n')
+    secret.chmod(0o640)
+    (root / UNICODE_NAME).write_text('unicode content ✓\n', encoding='utf-8')
+    deepest = root / 'nested' / 'deeper' / 'deepest'
+    deepest.mkdir(parents=True)
+    random_file(deepest / 'file.bin', 200 * 1024)
+    (deepest / 'script.sh').write_bytes(b'#!/bin/sh\necho restored\n')
+    (deepest / 'script.sh').chmod(0o755)
+    os.symlink('deeper/deepest/file.bin', str(root / 'nested' / 'link'))
+    os.symlink('deeper', str(root / 'nested' / 'dirlink'))
+    os.link(str(root / 'top.txt'), str(root / 'nested' / 'hardlink.txt'))
+    (root / 'emptydir').mkdir()
+    (root / 'emptydir').chmod(0o750)
+    root.chmod(0o755)
+    return root
+
+
+def snapshot(root):
+    """Everything a restore must give back: names, types, modes, contents, link targets and
+    which names share one file (hard links). Times and owners are left out."""
+    root = Path(root)
+    entries = {}
+    inodes = {}
+    for current, dirs, files in os.walk(str(root)):
+        dirs.sort()
+        for name in ['.'] if current == str(root) else []:
+            entries[name] = ('d', stat.S_IMODE(os.lstat(current).st_mode))
+        for name in sorted(dirs) + sorted(files):
+            full = os.path.join(current, name)
+            rel = os.path.relpath(full, str(root))
+            st = os.lstat(full)
+            if stat.S_ISLNK(st.st_mode):
+                entries[rel] = ('l', os.readlink(full))
+            elif stat.S_ISDIR(st.st_mode):
+                entries[rel] = ('d', stat.S_IMODE(st.st_mode))
+            elif stat.S_ISREG(st.st_mode):
+                first = inodes.setdefault((st.st_dev, st.st_ino), rel)
+                with open(full, 'rb') as handle:
+                    digest = hashlib.sha256(handle.read()).hexdigest()
+                entries[rel] = ('f', stat.S_IMODE(st.st_mode), st.st_size, digest, first)
+            else:
+                entries[rel] = ('other', stat.S_IFMT(st.st_mode))
+    return entries
+
+
+def mode(path):
+    return stat.S_IMODE(os.lstat(str(path)).st_mode)
+
+
+def leftovers(directory):
+    """Names in directory that an interrupted or failed write would leave behind."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    return sorted(name for name in os.listdir(str(directory)) if any(tag in name for tag in TEMP_TAGS))
+
+
+def listing(directory):
+    """Every path below directory, relative, sorted (empty when it does not exist)."""
+    directory = Path(directory)
+    found = []
+    for current, dirs, files in os.walk(str(directory)):
+        for name in dirs + files:
+            found.append(os.path.relpath(os.path.join(current, name), str(directory)))
+    return sorted(found)
+
+
+def sha256sum_check(set_dir, env=None):
+    return subprocess.run(['sha256sum', '--strict', '-c', 'MANIFEST.sha256'], cwd=str(set_dir), env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=120, check=False)
+
+
+def stock_decrypt_command(payload, encryption, compression, keys, passphrase_file=None):
+    """A shell pipeline of stock tools only (age, gpg, zstd, gzip) that writes the plaintext to stdout."""
+    quote = shlex.quote
+    if encryption == 'age':
+        decrypt = 'age -d -i %s %s' % (quote(str(keys.age_identity)), quote(str(payload)))
+    elif encryption == 'ssh':
+        decrypt = 'age -d -i %s %s' % (quote(str(keys.ssh_identity)), quote(str(payload)))
+    elif encryption == 'gpg':
+        decrypt = 'gpg --batch --quiet --homedir %s -d %s' % (quote(str(keys.gpg_home)), quote(str(payload)))
+    elif encryption == 'passphrase':
+        decrypt = 'gpg --batch --quiet --homedir %s --pinentry-mode loopback --passphrase-file %s -d %s' % (
+            quote(str(keys.gpg_home)), quote(str(passphrase_file)), quote(str(payload)))
+    else:
+        decrypt = 'cat %s' % quote(str(payload))
+    decompress = {'zstd': ' | zstd -d -c', 'gzip': ' | gzip -d -c', 'none': ''}[compression]
+    return decrypt + decompress
+
+
+def run_shell(command, env=None, cwd=None):
+    return subprocess.run(['bash', '-o', 'pipefail', '-c', command], env=env, cwd=cwd and str(cwd),
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=120, check=False)
+
+
+def encryption_args(encryption, keys, passphrase=None):
+    """Module arguments that write a payload with ``encryption`` (age, ssh, gpg, passphrase)."""
+    if encryption == 'age':
+        return {'encryption': 'age', 'recipients': [keys.age_recipient]}
+    if encryption == 'ssh':
+        return {'encryption': 'age', 'recipients': [keys.ssh_recipient]}
+    if encryption == 'gpg':
+        return {'encryption': 'gpg', 'recipients': [keys.gpg_fpr], 'gpg_homedir': str(keys.gpg_home)}
+    if encryption == 'passphrase':
+        return {'encryption': 'passphrase', 'passphrase': passphrase}
+    return {'encryption': 'none', 'allow_unencrypted': True}
+
+
+def decryption_args(encryption, keys, passphrase=None):
+    """Module arguments that read a payload written with ``encryption``."""
+    if encryption == 'age':
+        return {'identity': str(keys.age_identity)}
+    if encryption == 'ssh':
+        return {'identity': str(keys.ssh_identity)}
+    if encryption == 'gpg':
+        return {'gpg_homedir': str(keys.gpg_home)}
+    if encryption == 'passphrase':
+        return {'passphrase': passphrase}
+    return {}
+
+
+def pids_in_group(pgid):
+    """Processes whose process group is pgid (zombies included)."""
+    found = []
+    for entry in os.listdir('/proc'):
+        if not entry.isdigit():
+            continue
+        try:
+            with open('/proc/%s/stat' % entry, 'rb') as handle:
+                data = handle.read().decode('utf-8', 'replace')
+        except OSError:
+            continue
+        fields = data[data.rindex(')') + 2:].split()
+        if int(fields[2]) == pgid and fields[0] != 'Z':
+            found.append(int(entry))
+    return found
