@@ -212,11 +212,13 @@ def finalize(set_dir, caller_metadata=None, service=None, kind=None, check_mode=
         return True, metadata
     metadata['set']['finalized_at'] = iso(utcnow())
     write_file_atomic(os.path.join(set_dir, METADATA), dump_json(metadata))
+    # The fragments stay until the manifest exists: a finalize interrupted before this point
+    # runs again from the same fragments. The manifest never lists them.
+    files = set_files(set_dir)
+    write_file_atomic(os.path.join(set_dir, MANIFEST), manifest_text(set_dir, files).encode('utf-8'))
     fragments = os.path.join(set_dir, FRAGMENTS)
     if os.path.isdir(fragments):
         shutil.rmtree(fragments)
-    files = set_files(set_dir)
-    write_file_atomic(os.path.join(set_dir, MANIFEST), manifest_text(set_dir, files).encode('utf-8'))
     os.unlink(_marker_path(set_dir))
     return True, metadata
 

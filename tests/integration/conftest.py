@@ -233,14 +233,14 @@ def _run(argv, env=None):
 
 
 @pytest.fixture(scope='session')
-def session_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp('session')
+def run_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp('run')
 
 
 @pytest.fixture(scope='session')
-def gnupg_home(session_dir):
-    """An empty OpenPGP home whose agent caches no passphrase; its agent is stopped at the end."""
-    home = session_dir / 'gnupg'
+def gnupg_home(run_dir):
+    """An empty OpenPGP home whose gpg-agent caches no passphrase and is stopped at the end."""
+    home = run_dir / 'gnupg'
     home.mkdir(mode=0o700)
     (home / 'gpg-agent.conf').write_text('default-cache-ttl 0\nmax-cache-ttl 0\nallow-loopback-pinentry\n')
     yield home
@@ -249,9 +249,9 @@ def gnupg_home(session_dir):
 
 
 @pytest.fixture(scope='session')
-def test_env(session_dir, gnupg_home):
+def test_env(run_dir, gnupg_home):
     """The environment of every module and playbook run (and of the stock tools)."""
-    ansible_home = session_dir / 'ansible'
+    ansible_home = run_dir / 'ansible'
     for sub in ('tmp', 'remote_tmp'):
         (ansible_home / sub).mkdir(parents=True, mode=0o700)
     env = dict(os.environ)
@@ -278,8 +278,8 @@ def test_env(session_dir, gnupg_home):
 
 
 @pytest.fixture(scope='session')
-def module_runner(test_env, session_dir):
-    workdir = session_dir / 'runs'
+def module_runner(test_env, run_dir):
+    workdir = run_dir / 'runs'
     workdir.mkdir(mode=0o700)
     return ModuleRunner(test_env, workdir)
 
@@ -291,9 +291,9 @@ def run_module(module_runner):
 
 
 @pytest.fixture
-def run_playbook(test_env, session_dir):
+def run_playbook(test_env, run_dir):
     """``run_playbook(tasks, verbosity=0) -> (rc, stdout, stderr)`` (see the module docstring)."""
-    workdir = session_dir / 'playbooks'
+    workdir = run_dir / 'playbooks'
     workdir.mkdir(mode=0o700, exist_ok=True)
     return PlaybookRunner(test_env, workdir)
 
@@ -302,41 +302,42 @@ class Keys(object):
     """Real key material; every attribute is a str or a Path."""
 
 
-def _gpg_fingerprint(home, uid):
-    out = _run(['gpg', '--homedir', home, '--batch', '--with-colons', '--list-secret-keys', uid]).stdout.decode()
+def _gpg_fingerprint(home, uid, env):
+    out = _run(['gpg', '--homedir', home, '--batch', '--with-colons', '--list-secret-keys', uid], env).stdout.decode()
     for line in out.splitlines():
         if line.startswith('fpr:'):
             return line.split(':')[9]
     raise AssertionError('no fingerprint for %s in:\n%s' % (uid, out))
 
 
-def _gpg_generate(home, uid, passphrase, workdir):
+def _gpg_generate(home, uid, passphrase, workdir, env):
     secret = workdir / ('%s.pass' % uid.split('@')[0])
     _write_private(secret, passphrase)
     _run(['gpg', '--homedir', home, '--batch', '--no-tty', '--pinentry-mode', 'loopback',
-          '--passphrase-file', secret, '--quick-generate-key', uid, 'future-default', 'default', 'never'])
-    return _gpg_fingerprint(home, uid)
+          '--passphrase-file', secret, '--quick-generate-key', uid, 'future-default', 'default', 'never'], env)
+    return _gpg_fingerprint(home, uid, env)
 
 
 @pytest.fixture(scope='session')
-def keys(session_dir, gnupg_home, test_env):
+def keys(run_dir, gnupg_home, test_env):
     """age, SSH and OpenPGP keys made for this run."""
-    directory = session_dir / 'keys'
+    directory = run_dir / 'keys'
     directory.mkdir(mode=0o700)
     found = Keys()
     found.dir = directory
     for attr in ('age', 'age_other'):
         identity = directory / ('%s.key' % attr)
-        _run(['age-keygen', '-o', identity])
+        _run(['age-keygen', '-o', identity], test_env)
         setattr(found, attr + '_identity', identity)
-        setattr(found, attr + '_recipient', _run(['age-keygen', '-y', identity]).stdout.decode().strip())
+        setattr(found, attr + '_recipient', _run(['age-keygen', '-y', identity], test_env).stdout.decode().strip())
     found.age_identity_content = found.age_identity.read_text()
     found.ssh_identity = directory / 'id_ed25519'
-    _run(['ssh-keygen', '-q', '-t', 'ed25519', '-N', '', '-C', 'restore@example.org', '-f', found.ssh_identity])
+    _run(['ssh-keygen', '-q', '-t', 'ed25519', '-N', '', '-C', 'restore@example.org', '-f', found.ssh_identity],
+         test_env)
     found.ssh_recipient = (directory / 'id_ed25519.pub').read_text().strip()
     found.gpg_home = gnupg_home
-    found.gpg_fpr = _gpg_generate(gnupg_home, 'backup@example.org', '', directory)
+    found.gpg_fpr = _gpg_generate(gnupg_home, 'backup@example.org', '', directory, test_env)
     found.gpg_protected_passphrase = 'key-pass-%s' % os.urandom(8).hex()
     found.gpg_protected_fpr = _gpg_generate(gnupg_home, 'protected@example.org', found.gpg_protected_passphrase,
-                                            directory)
+                                            directory, test_env)
     return found

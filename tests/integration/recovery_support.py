@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shlex
+import signal
 import stat
 import subprocess
 from pathlib import Path
@@ -164,18 +165,46 @@ def decryption_args(encryption, keys, passphrase=None):
     return {}
 
 
+def _proc_stat(pid):
+    """(state, ppid, pgrp) of a process, or None when it is gone."""
+    try:
+        with open('/proc/%s/stat' % pid, 'rb') as handle:
+            data = handle.read().decode('utf-8', 'replace')
+    except OSError:
+        return None
+    fields = data[data.rindex(')') + 2:].split()
+    return fields[0], int(fields[1]), int(fields[2])
+
+
+def process_tree(pid):
+    """pid and all its living descendants."""
+    children = {}
+    for entry in os.listdir('/proc'):
+        if entry.isdigit():
+            found = _proc_stat(entry)
+            if found and found[0] != 'Z':
+                children.setdefault(found[1], []).append(int(entry))
+    tree = [pid]
+    for parent in tree:
+        tree.extend(children.get(parent, []))
+    return tree
+
+
+def kill_tree(pid):
+    """SIGKILL pid and its descendants (collected first, so that none escapes by reparenting)."""
+    for member in process_tree(pid):
+        try:
+            os.kill(member, signal.SIGKILL)
+        except OSError:
+            pass
+
+
 def pids_in_group(pgid):
     """Processes whose process group is pgid (zombies included)."""
     found = []
     for entry in os.listdir('/proc'):
-        if not entry.isdigit():
-            continue
-        try:
-            with open('/proc/%s/stat' % entry, 'rb') as handle:
-                data = handle.read().decode('utf-8', 'replace')
-        except OSError:
-            continue
-        fields = data[data.rindex(')') + 2:].split()
-        if int(fields[2]) == pgid and fields[0] != 'Z':
-            found.append(int(entry))
+        if entry.isdigit():
+            stat_ = _proc_stat(entry)
+            if stat_ and stat_[2] == pgid and stat_[0] != 'Z':
+                found.append(int(entry))
     return found

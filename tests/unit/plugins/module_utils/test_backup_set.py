@@ -186,3 +186,22 @@ def test_deep_merge_and_stamps():
     assert parse_stamp('20261122T030000Z').hour == 3
     assert parse_stamp('latest') is None
     assert json.loads(json.dumps(merged)) == merged
+
+
+def test_finalize_interrupted_before_the_manifest_runs_again_from_the_fragments(tmp_path, monkeypatch):
+    set_dir = _open(tmp_path)
+    with open(os.path.join(set_dir, 'db.age'), 'wb') as handle:
+        handle.write(b'payload')
+    _backup_set.write_fragment(set_dir, 'payload-db', {'payloads': {'db.age': {'encryption': 'age'}}})
+
+    def crash(*_args, **_kwargs):
+        raise RecoveryError('killed while hashing')
+
+    monkeypatch.setattr(_backup_set, 'manifest_text', crash)
+    with pytest.raises(RecoveryError, match='killed'):
+        _backup_set.finalize(set_dir)
+    monkeypatch.undo()
+    assert os.path.isfile(os.path.join(set_dir, 'metadata.json')) and not _backup_set.is_complete(set_dir)
+    _changed, metadata = _backup_set.finalize(set_dir)
+    assert list(metadata['payloads']) == ['db.age']
+    assert [line.split('  ')[1] for line in open(os.path.join(set_dir, 'MANIFEST.sha256'))] == ['db.age\n', 'metadata.json\n']
