@@ -236,6 +236,29 @@ class SafeExtractor(object):
         self._regular = set()
         self._seen = set()
         self._as_root = hasattr(os, 'geteuid') and os.geteuid() == 0
+        self._entries = {}   # name -> (kind, mode, size, content) for the content digest
+
+    def tree_digest(self):
+        """The content digest of what was extracted, in the order content_digest() walks a tree."""
+        children = {}
+        for name in self._entries:
+            if name != '.':
+                parent = name.rsplit('/', 1)[0] if '/' in name else ''
+                children.setdefault(parent, []).append(name)
+        tree = TreeDigest()
+        kind, mode, size, content = self._entries.get('.', ('d', 0o700, 0, ''))
+        tree.add(kind, '.', mode, size, content)
+        stack = ['']
+        while stack:
+            rel = stack.pop()
+            subdirs = []
+            for name in sorted(children.get(rel, []), key=lambda n: n.rsplit('/', 1)[-1]):
+                kind, mode, size, content = self._entries[name]
+                tree.add(kind, name, mode, size, content)
+                if kind == 'd':
+                    subdirs.append(name)
+            stack.extend(reversed(subdirs))
+        return tree.hexdigest()
 
     def _parent_fd_path(self, name):
         """Create missing parents as real directories; refuse a parent that is not one."""
@@ -263,7 +286,7 @@ class SafeExtractor(object):
 
     def __call__(self, stream):
         try:
-            archive = tarfile.open(fileobj=stream, mode='r|', bufsize=CHUNK_SIZE)
+            archive = tarfile.open(fileobj=stream, mode='r|')
         except tarfile.TarError as exc:
             raise RecoveryError('not a tar stream: %s' % exc)
         try:
@@ -294,6 +317,7 @@ class SafeExtractor(object):
                         raise UnsafeArchive('directory member %s clashes with an earlier member' % name)
             self._meta(path, member)
             self._dir_modes.append((path, mode, member.mtime))
+            self._entries[name] = ('d', mode, 0, '')
             return
         if name == '.':
             raise UnsafeArchive('the archive root must be a directory')
@@ -303,19 +327,28 @@ class SafeExtractor(object):
                 raise UnsafeArchive('symbolic link %s -> %s points outside the destination' % (name, member.linkname))
             os.symlink(member.linkname, path)
             self._meta(path, member, is_link=True)
+            self._entries[name] = ('l', 0o777, 0, member.linkname)
             return
         if member.islnk():
             target = _safe_name(member.linkname)
             if target not in self._regular:
                 raise UnsafeArchive('hard link %s -> %s does not point at an earlier regular file' % (name, member.linkname))
             os.link(os.path.join(self.root, target), path)
+            self._entries[name] = ('h', self._entries[target][1], 0, target)
             return
         if not member.isreg():
             raise UnsafeArchive('member %s is a device, FIFO or other special file: refused' % name)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, 'O_NOFOLLOW', 0), 0o600)
+        digest = hashlib.sha256()
         with os.fdopen(fd, 'wb') as out:
             source = archive.extractfile(member)
-            self.bytes += copy_stream(source, out.write)
+
+            def write(data):
+                digest.update(data)
+                out.write(data)
+            size = copy_stream(source, write)
+            self.bytes += size
+        self._entries[name] = ('f', mode, size, DIGEST_PREFIX_FILE + digest.hexdigest())
         self._meta(path, member)
         os.chmod(path, mode)
         self._regular.add(name)
@@ -335,12 +368,14 @@ class CountingSink(object):
             self.bytes = copy_stream(stream, lambda data: None)
             return self.bytes
         try:
-            archive = tarfile.open(fileobj=stream, mode='r|', bufsize=CHUNK_SIZE)
+            archive = tarfile.open(fileobj=stream, mode='r|')
             for member in archive:
                 _safe_name(member.name)
                 self.members += 1
                 if member.isreg():
-                    self.bytes += copy_stream(archive.extractfile(member), lambda data: None)
+                    # tarfile reads past the member's data itself (a stream cannot seek): every byte is
+                    # still decrypted and decompressed, without copying it through Python buffers
+                    self.bytes += member.size
         except tarfile.TarError as exc:
             raise RecoveryError('broken tar stream: %s' % exc)
         return self.bytes

@@ -188,7 +188,7 @@ def extract_payload(src, dest, keys, encryption=None, compression=None, fmt=None
             extractor = SafeExtractor(tmp)
             read_payload(src, description, keys, extractor)
             result.update({'files': extractor.files, 'bytes': extractor.bytes})
-            if wanted and content_digest(tmp) != wanted:
+            if wanted and extractor.tree_digest() != wanted:
                 raise RecoveryError('%s: extracted tree does not match the recorded source digest' % src, path=src)
             _replace(tmp, dest)
         except BaseException:

@@ -14,6 +14,7 @@ descriptor), never through argv or the environment of this process.
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
+import fcntl
 import hashlib
 import os
 import subprocess
@@ -32,6 +33,19 @@ from ansible_collections.idp.recovery.plugins.module_utils._common import (
 STDERR_TAIL = 4096
 # after a consumer failed, how much more output to read so that every stage reaches its own verdict
 VERDICT_DRAIN = 64 * 1024 * 1024
+PIPE_SIZE = 1024 * 1024
+F_SETPIPE_SZ = getattr(fcntl, 'F_SETPIPE_SZ', 1031)
+
+
+def grow_pipe(handle):
+    """Ask for a 1 MiB pipe buffer, so a stage can run ahead while Python hashes or writes a chunk.
+
+    Linux allows it to every user by default (fs.pipe-max-size); when refused, the default stays.
+    """
+    try:
+        fcntl.fcntl(handle.fileno(), F_SETPIPE_SZ, PIPE_SIZE)
+    except (OSError, IOError, ValueError):
+        pass
 
 
 class Stage(object):
@@ -116,7 +130,7 @@ class Pipeline(object):
                 env.update(stage.env)
             try:
                 stage.proc = subprocess.Popen(
-                    argv, stdin=upstream, stdout=subprocess.PIPE, stderr=stage.stderr,
+                    argv, stdin=upstream, stdout=subprocess.PIPE, stderr=stage.stderr, bufsize=CHUNK_SIZE,
                     pass_fds=pass_fds, close_fds=True, env=env)
             except OSError as exc:
                 self.kill()
@@ -125,6 +139,9 @@ class Pipeline(object):
             finally:
                 if secret_r is not None:
                     os.close(secret_r)
+            grow_pipe(stage.proc.stdout)
+            if index == 0 and stage.proc.stdin is not None:
+                grow_pipe(stage.proc.stdin)
             if index > 0:
                 # the child holds its own copy of the pipe now
                 self.stages[index - 1].proc.stdout.close()
@@ -251,7 +268,9 @@ class AtomicHashedFile(object):
 def copy_stream(reader, write, chunk_size=CHUNK_SIZE):
     """Copy a readable binary stream to a write callable in chunks; return the byte count."""
     total = 0
-    readinto = getattr(reader, 'readinto', None)
+    # readinto1: at most one read(2) per call, so whatever the pipe holds is handed on at once
+    # instead of waiting until a whole chunk has arrived
+    readinto = getattr(reader, 'readinto1', None) or getattr(reader, 'readinto', None)
     if readinto is not None:
         buf = bytearray(chunk_size)
         view = memoryview(buf)
