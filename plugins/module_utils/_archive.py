@@ -86,25 +86,42 @@ def file_digest(path):
     return DIGEST_PREFIX_FILE + digest.hexdigest(), size
 
 
+def classified_entries(root):
+    """Walk root like walk_sorted, naming what each entry is for the tar stream and the digest.
+
+    Yields (kind, rel, full, st, target): kind is 'd', 'f', 'l' (target: the link text), 'h' (a
+    further name of a regular file already seen; target: its first name) or 's' (a special file:
+    socket, FIFO, device), which neither the tar stream nor the digest carries.
+    """
+    seen = {}
+    for rel, full, st in walk_sorted(root):
+        mode = st.st_mode
+        if stat.S_ISDIR(mode):
+            yield 'd', rel, full, st, None
+        elif stat.S_ISLNK(mode):
+            yield 'l', rel, full, st, os.readlink(full)
+        elif stat.S_ISREG(mode):
+            key = (st.st_dev, st.st_ino)
+            if st.st_nlink > 1 and key in seen:
+                yield 'h', rel, full, st, seen[key]
+            else:
+                seen[key] = rel
+                yield 'f', rel, full, st, None
+        else:
+            yield 's', rel, full, st, None
+
+
 def content_digest(path):
     """The content digest of a file or a directory tree (see the module docstring)."""
     try:
         if os.path.isfile(path) and not os.path.islink(path):
             return file_digest(path)[0]
         tree = TreeDigest()
-        seen = {}
-        for rel, full, st in walk_sorted(path):
-            if stat.S_ISDIR(st.st_mode):
-                tree.add('d', rel, st.st_mode)
-            elif stat.S_ISLNK(st.st_mode):
-                tree.add('l', rel, st.st_mode, 0, os.readlink(full))
-            elif stat.S_ISREG(st.st_mode):
-                key = (st.st_dev, st.st_ino)
-                if st.st_nlink > 1 and key in seen:
-                    tree.add('h', rel, st.st_mode, 0, seen[key])
-                    continue
-                seen[key] = rel
-                tree.add('f', rel, st.st_mode, st.st_size, file_digest(full)[0])
+        for kind, rel, full, st, target in classified_entries(path):
+            if kind == 'f':
+                tree.add(kind, rel, st.st_mode, st.st_size, file_digest(full)[0])
+            elif kind != 's':
+                tree.add(kind, rel, st.st_mode, 0, target or '')
         return tree.hexdigest()
     except (OSError, IOError) as exc:
         raise RecoveryError('cannot read %s: %s' % (path, exc.strerror or exc), path=path)
@@ -124,35 +141,25 @@ class TarProducer(object):
         tree = TreeDigest()
         archive = tarfile.open(fileobj=sink, mode='w|', format=tarfile.PAX_FORMAT, bufsize=CHUNK_SIZE)
         archive.copybufsize = CHUNK_SIZE
-        seen = {}
         try:
-            for rel, full, st in walk_sorted(self.root):
-                mode = st.st_mode
-                if not (stat.S_ISDIR(mode) or stat.S_ISLNK(mode) or stat.S_ISREG(mode)):
+            for kind, rel, full, st, target in classified_entries(self.root):
+                if kind == 's':
                     self.skipped.append(rel)
                     continue
                 info = archive.gettarinfo(full, arcname=rel)
-                if stat.S_ISDIR(mode):
-                    tree.add('d', rel, mode)
-                    archive.addfile(info)
-                elif stat.S_ISLNK(mode):
-                    tree.add('l', rel, mode, 0, info.linkname)
-                    archive.addfile(info)
-                else:
-                    key = (st.st_dev, st.st_ino)
-                    if st.st_nlink > 1 and key in seen:
-                        info.type = tarfile.LNKTYPE
-                        info.linkname = seen[key]
-                        info.size = 0
-                        tree.add('h', rel, mode, 0, seen[key])
-                        archive.addfile(info)
-                        continue
-                    seen[key] = rel
+                if kind == 'f':
                     info.type = tarfile.REGTYPE
                     with open(full, 'rb') as handle:
                         reader = _HashingReader(handle)
                         archive.addfile(info, reader)
-                    tree.add('f', rel, mode, info.size, DIGEST_PREFIX_FILE + reader.sha256.hexdigest())
+                    tree.add(kind, rel, st.st_mode, info.size, DIGEST_PREFIX_FILE + reader.sha256.hexdigest())
+                    continue
+                if kind == 'h':
+                    info.type = tarfile.LNKTYPE
+                    info.linkname = target
+                    info.size = 0
+                tree.add(kind, rel, st.st_mode, 0, target or '')
+                archive.addfile(info)
         except (OSError, IOError) as exc:
             if getattr(exc, 'errno', None) == 32:
                 raise
