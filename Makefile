@@ -81,7 +81,7 @@ molecule: setup
 test: setup sanity units integration lint molecule
 
 bench: setup
-	python bench/run.py $(BENCH_ARGS)
+	$(VENV)/bin/python bench/run.py $(BENCH_ARGS)
 
 build: ansible-test-tree
 	mkdir -p .build/dist
