@@ -23,8 +23,6 @@ ENCRYPTIONS = ('age', 'gpg', 'passphrase', 'none')
 COMPRESSIONS = ('zstd', 'gzip', 'none')
 
 AGE_MAGIC = b'age-encryption.org/'
-ZSTD_MAGIC = b'\x28\xb5\x2f\xfd'
-GZIP_MAGIC = b'\x1f\x8b'
 
 _AGE_RECIPIENT = re.compile(r'^(age1[0-9a-z]{50,}|ssh-ed25519 \S+|ssh-rsa \S+)(\s.*)?$')
 _FINGERPRINT = re.compile(r'^(0x)?([0-9A-Fa-f]{16}|[0-9A-Fa-f]{40}|[0-9A-Fa-f]{64})$')
@@ -56,7 +54,6 @@ class Keys(object):
 
 class EncryptionBackend(object):
     name = None
-    suffix = ''
 
     def encrypt_stage(self):
         raise NotImplementedError
@@ -75,7 +72,6 @@ class AgeBackend(EncryptionBackend):
     """age (X25519 and SSH recipients): the default."""
 
     name = 'age'
-    suffix = '.age'
 
     def __init__(self, recipients=None, recipients_file=None):
         self.recipients = [r.strip() for r in (recipients or []) if r and r.strip()]
@@ -166,7 +162,6 @@ class GpgBackend(EncryptionBackend):
     """OpenPGP public-key encryption to recipients named by fingerprint."""
 
     name = 'gpg'
-    suffix = '.gpg'
 
     def __init__(self, recipients=None, gpg_homedir=None):
         self.recipients = [r.replace(' ', '') for r in (recipients or []) if r and r.strip()]
@@ -185,11 +180,12 @@ class GpgBackend(EncryptionBackend):
         return Stage('gpg', argv + ['--output', '-'])
 
     def decrypt_stage(self, keys):
-        argv = _gpg_base(keys) + ['--decrypt', '--output', '-']
+        decrypt = ['--decrypt', '--output', '-']
         if keys.passphrase:
-            return Stage('gpg', argv[:-3] + ['--pinentry-mode', 'loopback', '--passphrase-fd', '{fd}'] + argv[-3:],
+            # the passphrase unlocks the secret key
+            return Stage('gpg', _gpg_base(keys) + ['--pinentry-mode', 'loopback', '--passphrase-fd', '{fd}'] + decrypt,
                          secret=keys.passphrase.encode('utf-8'))
-        return Stage('gpg', argv)
+        return Stage('gpg', _gpg_base(keys) + decrypt)
 
     def public_description(self):
         return {'encryption': self.name, 'recipients': list(self.recipients)}
@@ -202,26 +198,25 @@ class PassphraseBackend(EncryptionBackend):
     """OpenPGP symmetric encryption (AES-256) with a passphrase; undone by ``gpg -d``."""
 
     name = 'passphrase'
-    suffix = '.gpg'
 
     def __init__(self, passphrase=None, gpg_homedir=None):
         self.passphrase = passphrase
         self.gpg_homedir = gpg_homedir
 
-    def _secret_stage(self, argv, passphrase):
+    @staticmethod
+    def _secret_stage(argv, passphrase, homedir):
         if not passphrase:
             raise RecoveryError('encryption=passphrase needs a passphrase')
-        return Stage('gpg', _gpg_base(self.gpg_homedir) + [
+        return Stage('gpg', _gpg_base(homedir) + [
             '--pinentry-mode', 'loopback', '--no-symkey-cache', '--passphrase-fd', '{fd}'] + argv,
             secret=passphrase.encode('utf-8'))
 
     def encrypt_stage(self):
         return self._secret_stage(['--symmetric', '--cipher-algo', 'AES256', '--s2k-digest-algo', 'SHA512',
-                                   '--s2k-mode', '3', '--output', '-'], self.passphrase)
+                                   '--s2k-mode', '3', '--output', '-'], self.passphrase, self.gpg_homedir)
 
     def decrypt_stage(self, keys):
-        self.gpg_homedir = keys.gpg_homedir or self.gpg_homedir
-        return self._secret_stage(['--decrypt', '--output', '-'], keys.passphrase)
+        return self._secret_stage(['--decrypt', '--output', '-'], keys.passphrase, keys.gpg_homedir or self.gpg_homedir)
 
     def classify(self, stderr):
         return _gpg_classify(stderr)
@@ -258,10 +253,6 @@ class Compression(object):
             raise RecoveryError('unknown compression %r (choose from %s)' % (name, ', '.join(COMPRESSIONS)))
         self.name = name
         self.level = level
-
-    @property
-    def suffix(self):
-        return {'zstd': '.zst', 'gzip': '.gz', 'none': ''}[self.name]
 
     def compress_stage(self):
         if self.name == 'zstd':
@@ -309,14 +300,6 @@ def sniff_encryption(path):
         if tag == 3:
             return 'passphrase'
     return None
-
-
-def sniff_compression(head):
-    if head.startswith(ZSTD_MAGIC):
-        return 'zstd'
-    if head.startswith(GZIP_MAGIC):
-        return 'gzip'
-    return 'none'
 
 
 def describe_from_name(path):

@@ -239,3 +239,32 @@ def _replace(tmp, dest):
             shutil.rmtree(old)
         else:
             os.unlink(old)
+
+
+def verify_set(set_dir, keys, decrypt='auto'):
+    """Check every checksum of a complete set and, with a key, read every payload in full.
+
+    decrypt: auto (when a key is given), always (a payload without its key fails), never.
+    Returns (per-file results, unlisted files); raises RecoveryError naming every failed file.
+    """
+    checks, unlisted = _backup_set.verify_checksums(set_dir)
+    payloads = (_backup_set.read_metadata(set_dir).get('payloads') or {})
+    for item in checks:
+        item['decrypted'] = None
+        if not item['ok'] or item['path'] not in payloads or decrypt == 'never':
+            continue
+        full = os.path.join(set_dir, item['path'])
+        description = describe_payload(full)
+        if not keys.can_decrypt(description['encryption']):
+            if decrypt == 'always':
+                item.update(ok=False, error='%s: no key given to decrypt this %s payload' % (item['path'], description['encryption']))
+            continue
+        try:
+            item.update(read_test(full, keys, description), decrypted=True)
+        except RecoveryError as exc:
+            item.update(ok=False, decrypted=False, error=exc.msg)
+    failed = [item for item in checks if not item['ok']]
+    if failed:
+        raise RecoveryError('backup set %s failed verification: %s' % (set_dir, '; '.join(i['error'] for i in failed)),
+                            path=set_dir, files=checks, unlisted=unlisted)
+    return checks, unlisted

@@ -163,31 +163,7 @@ from ansible_collections.idp.recovery.plugins.module_utils import _backup_set
 from ansible_collections.idp.recovery.plugins.module_utils._common import RecoveryError, make_stamp
 from ansible_collections.idp.recovery.plugins.module_utils._crypto import decrypt_argument_spec, keys_from_params
 from ansible_collections.idp.recovery.plugins.module_utils._module import run_module
-from ansible_collections.idp.recovery.plugins.module_utils._payload import describe_payload, read_test
-
-
-def verify(set_dir, keys, decrypt):
-    checks, unlisted = _backup_set.verify_checksums(set_dir)
-    payloads = (_backup_set.read_metadata(set_dir).get('payloads') or {})
-    for item in checks:
-        item['decrypted'] = None
-        if not item['ok'] or item['path'] not in payloads or decrypt == 'never':
-            continue
-        full = os.path.join(set_dir, item['path'])
-        description = describe_payload(full)
-        if not keys.can_decrypt(description['encryption']):
-            if decrypt == 'always':
-                item.update(ok=False, error='%s: no key given to decrypt this %s payload' % (item['path'], description['encryption']))
-            continue
-        try:
-            item.update(read_test(full, keys, description), decrypted=True)
-        except RecoveryError as exc:
-            item.update(ok=False, decrypted=False, error=exc.msg)
-    failed = [item for item in checks if not item['ok']]
-    if failed:
-        raise RecoveryError('backup set %s failed verification: %s' % (set_dir, '; '.join(i['error'] for i in failed)),
-                            path=set_dir, files=checks, unlisted=unlisted)
-    return checks, unlisted
+from ansible_collections.idp.recovery.plugins.module_utils._payload import verify_set
 
 
 def run(module):
@@ -208,7 +184,7 @@ def run(module):
         result['changed'], result['metadata'] = _backup_set.finalize(
             set_dir, params['metadata'], params['service'], params['kind'], check_mode=module.check_mode)
     elif state == 'verified':
-        result['files'], result['unlisted'] = verify(set_dir, keys_from_params(params), params['decrypt'])
+        result['files'], result['unlisted'] = verify_set(set_dir, keys_from_params(params), params['decrypt'])
         if result['unlisted']:
             module.warn('files not listed in the manifest (never restored): %s' % ', '.join(result['unlisted']))
     else:
