@@ -37,7 +37,7 @@ help:
 	@echo 'make lint         ansible-lint, production profile'
 	@echo 'make molecule     every Molecule scenario under molecule/'
 	@echo 'make test         all of the above'
-	@echo 'make bench        benchmarks (bench/run.py)'
+	@echo 'make bench        benchmarks (bench/run.py, bench/bench_*.py; BENCH=name selects)'
 	@echo 'make build        collection artifact in .build/dist'
 	@echo 'make clean        remove build and test output (keeps .venv and images)'
 
@@ -80,8 +80,22 @@ molecule: setup
 
 test: setup sanity units integration lint molecule
 
+# BENCH selects the scripts: `make bench BENCH=authentik` runs bench/bench_authentik.py only;
+# `archive` is bench/run.py (BENCH_ARGS go to it).
+BENCH ?= all
 bench: setup
-	$(VENV)/bin/python bench/run.py $(BENCH_ARGS)
+	@ran=0; \
+	if [[ $(BENCH) == all || " $(BENCH) " == *" archive "* ]]; then \
+		ran=1; $(VENV)/bin/python bench/run.py $(BENCH_ARGS); \
+	fi; \
+	for script in bench/bench_*.py; do \
+		[[ -f $$script ]] || continue; \
+		name=$$(basename "$$script" .py); name=$${name#bench_}; \
+		if [[ $(BENCH) == all || " $(BENCH) " == *" $$name "* ]]; then \
+			ran=1; $(VENV)/bin/python "$$script"; \
+		fi; \
+	done; \
+	[[ $$ran -eq 1 ]] || { echo 'bench: nothing matches BENCH=$(BENCH)' >&2; exit 1; }
 
 build: ansible-test-tree
 	mkdir -p .build/dist
