@@ -5,7 +5,8 @@
 #   1. system packages (only the missing ones are installed)
 #   2. .venv with the development and run-time requirements
 #   3. a running Docker engine (dockerd is started in the background if needed)
-#   4. the local PostgreSQL test images (built only when missing or outdated)
+#   4. the local PostgreSQL test images and the authentik stand-in image
+#      (built only when missing or outdated)
 #   5. .build/collections/ansible_collections/idp/recovery -> repository root
 #   6. the offline pip bootstrap that `ansible-test --venv` asks for
 #
@@ -135,6 +136,8 @@ docker_engine() {
 images() {
     [[ ${IDP_SKIP_IMAGES:-0} == 1 ]] && return
     tests/images/build.sh --if-needed all
+    # the authentik server/worker stand-in, built from the PostgreSQL 15 image
+    tests/images/build.sh --if-needed authentik-standin
 }
 
 # 5. Collection path --------------------------------------------------------
@@ -216,6 +219,10 @@ EOF
 
 main() {
     local changed=false
+    # one setup at a time: two concurrent runs would start two Docker engines
+    mkdir -p "$ROOT/.build"
+    exec 9> "$ROOT/.build/setup.lock"
+    flock 9
     [[ -x $VENV/bin/python && -f $STAMP && -L $BUILD/collections/ansible_collections/idp/recovery ]] ||
         changed=true
     apt_packages

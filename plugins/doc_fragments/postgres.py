@@ -1,0 +1,63 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) idp.recovery contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+
+class ModuleDocFragment(object):
+
+    # How to reach a PostgreSQL database: inside its container or over TCP.
+    DOCUMENTATION = r'''
+options:
+  container:
+    description:
+      - Name of the running database container. C(pg_dump), C(pg_restore) and C(psql) then run inside it
+        through the Docker engine API (the client tools always match the server), connecting over its
+        Unix socket as O(user).
+      - Exactly one of O(container) and O(host) is required.
+    type: str
+  container_user:
+    description:
+      - Operating system user the client tools run as inside O(container).
+    type: str
+    default: postgres
+  docker_host:
+    description:
+      - Docker engine to talk to. Defaults to E(DOCKER_HOST), else C(unix:///var/run/docker.sock).
+    type: str
+  host:
+    description:
+      - Host name or address of the server, reached over TCP with the client tools of the host that runs
+        the module (libpq). Their major version must not be older than the server's.
+      - Exactly one of O(container) and O(host) is required.
+    type: str
+  port:
+    description:
+      - TCP port with O(host).
+    type: int
+    default: 5432
+  user:
+    description:
+      - Database role to connect as.
+    type: str
+  password:
+    description:
+      - Password of O(user). Passed to the client tools through their environment (E(PGPASSWORD)), never on
+        a command line. Not needed when the server trusts local connections in O(container).
+    type: str
+  database:
+    description:
+      - Database name.
+    type: str
+  sslmode:
+    description:
+      - libpq C(sslmode) with O(host).
+    type: str
+    choices: [disable, allow, prefer, require, verify-ca, verify-full]
+requirements:
+  - the C(docker) Python library on the host that runs the module, with O(container)
+  - PostgreSQL client tools (C(pg_dump), C(pg_restore), C(psql)) on the host that runs the module, with O(host)
+'''
