@@ -59,7 +59,7 @@ DEFAULT_CONTAINER_FILES = [
     ('media', '/media'),
     ('custom-templates', '/templates'),
     ('certs', '/certs'),
-    ('blueprints', '/blueprints/custom'),
+    ('blueprints', '/blueprints'),
 ]
 
 VERSION_SQL = r"""
@@ -216,14 +216,14 @@ def open_set(set_dir):
                             path=set_dir)
 
 
-def read_facts(snapshot):
+def read_facts(snapshot, require_authentik=True):
     """Server and Authentik facts, read inside the dump's snapshot."""
     facts = snapshot.query_json(_postgres.SERVER_SQL) or {}
     present = snapshot.query_json(
         "SELECT json_build_object('history', to_regclass('public.authentik_version_history') IS NOT NULL, "
         "'migrations', to_regclass('public.django_migrations') IS NOT NULL, "
         "'users', to_regclass('public.authentik_core_user') IS NOT NULL)") or {}
-    if not present.get('users'):
+    if require_authentik and not present.get('users'):
         raise RecoveryError('database %s has no table authentik_core_user: this is not an Authentik database '
                             '(or the wrong database name)' % snapshot.db.where)
     authentik = {'version': None, 'migrations': {}}
@@ -232,14 +232,21 @@ def read_facts(snapshot):
     return facts, authentik
 
 
-def dump_database(db, set_dir, fmt, backend, compressor, required_tables=(REQUIRED_TABLE,)):
-    """Dump the database into the set (streamed, compressed, encrypted); return (rel, payload info, metadata)."""
+def dump_database(db, set_dir, fmt, backend, compressor, strict=True):
+    """Dump the database into the set (streamed, compressed, encrypted); return (rel, payload info, metadata).
+
+    strict: the database must be Authentik's, with data in authentik_core_user (off for the
+    safety dump of a restore target, which saves whatever state the target is in).
+    """
+    required_tables = (REQUIRED_TABLE,) if strict else ()
     rel = payload_name(DB_PAYLOAD[fmt], compressor, backend)
     dest = os.path.join(set_dir, rel)
     stages = encrypt_stages(compressor, backend)
     started = time.time()
+    # until the dump is complete and described, the set cannot be finalized
+    _backup_set.begin_payload(set_dir, 'database', 'pg_dump of %s into %s' % (db.where, rel))
     with _postgres.SnapshotDump(db, fmt, list(required_tables)) as snapshot:
-        facts, authentik = read_facts(snapshot)
+        facts, authentik = read_facts(snapshot, strict)
         snapshot.start_counts()
         sha256, size = run_to_file(snapshot.produce, stages, dest)
         try:
@@ -285,6 +292,7 @@ def dump_database(db, set_dir, fmt, backend, compressor, required_tables=(REQUIR
     except RecoveryError:
         remove_quietly(dest)
         raise
+    _backup_set.end_payload(set_dir, 'database')
     return rel, info, metadata
 
 

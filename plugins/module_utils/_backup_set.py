@@ -30,6 +30,7 @@ from ansible_collections.idp.recovery.plugins.module_utils._common import (
     iso,
     load_json,
     parse_stamp,
+    remove_quietly,
     utcnow,
     write_file_atomic,
 )
@@ -41,7 +42,7 @@ METADATA = 'metadata.json'
 MARKER = '.in-progress'
 FRAGMENTS = '.metadata.d'
 PARTIAL_TAG = '.partial-'
-RESERVED_KEYS = ('format_version', 'payloads', 'set')
+RESERVED_KEYS = ('format_version', 'payloads', 'set', 'pending')
 
 _MANIFEST_LINE = re.compile(r'^([0-9a-f]{64}) [ *](.+)$')
 
@@ -110,6 +111,15 @@ def write_fragment(set_dir, name, data):
     ensure_dir(directory)
     safe = re.sub(r'[^A-Za-z0-9_.-]', '_', name)
     write_file_atomic(os.path.join(directory, safe + '.json'), dump_json(data))
+
+
+def begin_payload(set_dir, name, what):
+    """Record that a payload is being written; finalize refuses the set until end_payload(name)."""
+    write_fragment(set_dir, 'pending-' + name, {'pending': {name: what}})
+
+
+def end_payload(set_dir, name):
+    remove_quietly(os.path.join(set_dir, FRAGMENTS, re.sub(r'[^A-Za-z0-9_.-]', '_', 'pending-' + name) + '.json'))
 
 
 def read_fragments(set_dir):
@@ -203,6 +213,10 @@ def finalize(set_dir, caller_metadata=None, service=None, kind=None, check_mode=
     if not os.path.isfile(_marker_path(set_dir)):
         raise RecoveryError('%s is not an open backup set (no %s marker)' % (set_dir, MARKER), path=set_dir)
     metadata = build_metadata(set_dir, caller_metadata, service, kind)
+    pending = metadata.pop('pending', None)
+    if pending:
+        raise RecoveryError('backup set %s is not complete: %s started and did not finish' % (
+            set_dir, ', '.join('%s (%s)' % (name, what) for name, what in sorted(pending.items()))), path=set_dir)
     payload_files = set_files(set_dir)
     missing = [rel for rel in metadata.get('payloads', {}) if rel not in payload_files]
     if missing:

@@ -225,8 +225,8 @@ class Database(object):
             return '%s:%s/%s' % (self.host, self.port, self.database)
         return '%s (database %s)' % (self.runner.where, self.database)
 
-    def env(self):
-        env = {'PGAPPNAME': 'idp-recovery', 'PGCONNECT_TIMEOUT': '15'}
+    def env(self, appname='idp-recovery'):
+        env = {'PGAPPNAME': appname, 'PGCONNECT_TIMEOUT': '15'}
         if self.password:
             env['PGPASSWORD'] = self.password
         if self.sslmode:
@@ -240,7 +240,8 @@ class Database(object):
         return args
 
     def spawn(self, argv, stdin=False):
-        return self.runner.spawn(argv, env=self.env(), stdin=stdin)
+        # the application name tells the tool in pg_stat_activity: idp-recovery-pg_dump, ...
+        return self.runner.spawn(argv, env=self.env('idp-recovery-%s' % os.path.basename(argv[0])), stdin=stdin)
 
     def session(self, database=None):
         return PsqlSession(self, database)

@@ -92,7 +92,7 @@ options:
     description:
       - Directories to capture, each an encrypted tar payload C(files/NAME.tar...).
       - Defaults to the directories of O(compose_dir), else to the mounts of O(files_container) at C(/data),
-        C(/media), C(/templates), C(/certs) and C(/blueprints/custom), else nothing.
+        C(/media), C(/templates), C(/certs) and C(/blueprints), else nothing.
     type: list
     elements: dict
     suboptions:

@@ -445,7 +445,7 @@ class Restore(object):
         _backup_set.create(set_dir, service=os.path.basename(plan['root']), kind='authentik-safety')
         compressor = Compression('zstd')
         try:
-            _authentik.dump_database(self.db, set_dir, 'custom', plan['backend'], compressor)
+            _authentik.dump_database(self.db, set_dir, 'custom', plan['backend'], compressor, strict=False)
             specs = [{'name': f['name'], 'host_path': f['dest'], 'where': f['dest'], 'required': False} for f in files]
             backend = plan['backend']
             options = {'recipients': getattr(backend, 'recipients', None), 'passphrase': self.params['passphrase'],
@@ -653,7 +653,16 @@ class Restore(object):
 
 
 def run(module):
-    return Restore(module).run()
+    restore = Restore(module)
+    try:
+        return restore.run()
+    except RecoveryError as exc:
+        # whatever failed, say how far the restore got
+        for key in ('steps', 'plan', 'version_gate', 'tables', 'safety_set'):
+            if key in restore.result and key not in exc.details:
+                exc.details[key] = restore.result[key]
+        exc.details.setdefault('recovery_seconds', restore.steps.total())
+        raise
 
 
 def main():
