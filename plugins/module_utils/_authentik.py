@@ -331,8 +331,8 @@ def dump_files(set_dir, specs, encryption, compression, encrypt_options, check_m
                 _backup_set.write_fragment(set_dir, 'authentik-files-' + name,
                                            {'authentik': {'files': {name: results[name]}}})
             continue
-        rel = '%s/%s.tar%s' % (FILES_DIR, name, payload_name('', Compression(compression[0], compression[1]),
-                                                               encryption_backend(encryption, **encrypt_options)))
+        suffix = payload_name('', Compression(compression[0], compression[1]), encryption_backend(encryption, **encrypt_options))
+        rel = '%s/%s.tar%s' % (FILES_DIR, name, suffix)
         result = create_payload(src, os.path.join(set_dir, rel), encryption, compression, check_mode=check_mode,
                                 **encrypt_options)
         results[name] = {'payload': rel, 'changed': result['changed'], 'source': spec['where']}

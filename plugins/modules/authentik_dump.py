@@ -270,7 +270,7 @@ def run(module):
         env_file = os.path.join(params['compose_dir'], '.env')
     if env_file and encryption == 'none':
         raise RecoveryError('the .env holds the secret key and database password: it is captured only '
-                                       'encrypted; choose an encryption other than none or leave env_file out')
+                            'encrypted; choose an encryption other than none or leave env_file out')
 
     db, engine = _postgres.database_from_params(params)
     result = {'changed': False, 'set_dir': set_dir}

@@ -360,8 +360,8 @@ class Restore(object):
                 payloads[name] = item['payload']
         if not self.params['restore_files'] or not payloads:
             return []
-        specs = {s['name']: s for s in _authentik.file_specs(self.params['files'], self.params['compose_dir'],
-                                                               self.params['files_container'])}
+        specs = _authentik.file_specs(self.params['files'], self.params['compose_dir'], self.params['files_container'])
+        specs = dict((spec['name'], spec) for spec in specs)
         missing = sorted(set(payloads) - set(specs))
         if missing:
             raise RecoveryError('the set holds file payloads %s without a destination: give files or compose_dir, '
