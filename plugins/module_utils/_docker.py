@@ -15,8 +15,11 @@ the container (the engine API request), never through an argv that ``ps`` would 
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
+import fcntl
 import os
+import select
 import socket
+import stat
 import struct
 import time
 import traceback
@@ -34,6 +37,8 @@ from ansible_collections.idp.recovery.plugins.module_utils._common import CHUNK_
 
 DEFAULT_DOCKER_HOST = 'unix:///var/run/docker.sock'
 STDERR_KEEP = 64 * 1024
+PIPE_SIZE = 1024 * 1024
+F_SETPIPE_SZ = getattr(fcntl, 'F_SETPIPE_SZ', 1031)
 _HEADER = struct.Struct('>BxxxL')
 
 
@@ -291,3 +296,115 @@ class ExecProcess(object):
                 raise RecoveryError('%s in container %s did not finish' % (self.name, self.container))
             time.sleep(delay)
             delay = min(delay * 2, 0.5)
+
+
+class FifoExecProcess(object):
+    """A command in a container whose stdout goes into a FIFO that this host reads directly.
+
+    The engine relays a command's output in small frames through the daemon, which caps a dump at
+    the daemon's relay speed. When the module runs on the Docker host with access to the
+    container's filesystem (``/proc/PID/root``, as root), the command writes into a FIFO created in
+    the container instead and this process reads it at pipe speed; stderr and the exit code still
+    come through the engine API. ``open_fifo_exec`` returns None when that access is missing, and
+    the caller uses the ordinary exec stream.
+    """
+
+    def __init__(self, engine, container, argv, env, user, host_fifo, fifo, workdir):
+        self.engine = engine
+        self.container = container
+        self.name = argv[0]
+        self.workdir = workdir
+        self.host_fifo = host_fifo
+        self._fd = os.open(host_fifo, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            fcntl.fcntl(self._fd, F_SETPIPE_SZ, PIPE_SIZE)
+        except (OSError, IOError):
+            pass
+        self._poll = select.poll()
+        self._poll.register(self._fd, select.POLLIN | select.POLLHUP)
+        self._writer_seen = False
+        self.proc = engine.exec(container, ['sh', '-c', 'exec "$@" > "$0"', fifo] + list(argv), env=env, user=user)
+
+    def read_stdout(self):
+        while True:
+            try:
+                data = os.read(self._fd, CHUNK_SIZE)
+            except BlockingIOError:
+                # no data, but a writer holds the FIFO
+                self._writer_seen = True
+                data = None
+            if data:
+                self._writer_seen = True
+                return data
+            if data is not None and self._writer_seen:
+                return b''
+            events = self._poll.poll(200)
+            if events:
+                self._writer_seen = True
+                continue
+            if not self._running():
+                # the command ended without ever opening the FIFO (it failed before): no output
+                return b''
+
+    def _running(self):
+        try:
+            return bool(self.engine.api.exec_inspect(self.proc.exec_id).get('Running'))
+        except (APIError, DockerException):
+            return False
+
+    def read_all(self, write):
+        total = 0
+        while True:
+            data = self.read_stdout()
+            if not data:
+                return total
+            write(data)
+            total += len(data)
+
+    def stderr_text(self):
+        return self.proc.stderr_text()
+
+    def wait(self, timeout=3600):
+        # the exec stream carries only stderr now: read it to its end, then ask for the exit code
+        self.proc.read_all(lambda data: None)
+        return self.proc.wait(timeout=timeout)
+
+    def kill(self):
+        self.proc.kill()
+
+    def close(self):
+        if self._fd is not None:
+            try:
+                os.close(self._fd)
+            except OSError:
+                pass
+            self._fd = None
+        self.proc.close()
+        try:
+            self.engine.run(self.container, ['rm', '-rf', self.workdir])
+        except RecoveryError:
+            pass
+
+
+def open_fifo_exec(engine, container, argv, env=None, user=None):
+    """A FifoExecProcess for argv in container, or None when this host cannot reach its filesystem."""
+    info = engine.inspect(container)
+    pid = (info.get('State') or {}).get('Pid')
+    root = '/proc/%s/root' % pid
+    if not pid or not os.access(root, os.R_OK | os.X_OK):
+        return None
+    code, out, _err = engine.run(container, [
+        'sh', '-c', 'd=$(mktemp -d "${TMPDIR:-/tmp}/idp-fifo.XXXXXXXX") && mkfifo -m 600 "$d/out" && echo "$d"'],
+        user=user)
+    workdir = out.decode('utf-8', 'replace').strip()
+    if code != 0 or not workdir.startswith('/'):
+        return None
+    fifo = workdir + '/out'
+    host_fifo = root + fifo
+    try:
+        if not stat.S_ISFIFO(os.stat(host_fifo).st_mode):
+            raise OSError('not a FIFO')
+        return FifoExecProcess(engine, container, argv, env, user, host_fifo, fifo, workdir)
+    except (OSError, IOError):
+        engine.run(container, ['rm', '-rf', workdir], user=user)
+        return None

@@ -170,20 +170,27 @@ class LocalProcess(object):
 class LocalRunner(object):
     where = 'this host'
 
-    def spawn(self, argv, env=None, stdin=False):
+    def spawn(self, argv, env=None, stdin=False, bulk_output=False):
         return LocalProcess(argv, env=env, stdin=stdin)
 
 
 class ContainerRunner(object):
     """Client tools inside a container, through the Docker engine API."""
 
-    def __init__(self, engine, container, user='postgres'):
+    def __init__(self, engine, container, user='postgres', output='auto'):
         self.engine = engine
         self.container = container
         self.user = user
+        self.output = output
         self.where = 'container %s' % container
 
-    def spawn(self, argv, env=None, stdin=False):
+    def spawn(self, argv, env=None, stdin=False, bulk_output=False):
+        """bulk_output: the command writes much (a dump); read it through a FIFO when this host can."""
+        if bulk_output and not stdin and self.output == 'auto':
+            from ansible_collections.idp.recovery.plugins.module_utils._docker import open_fifo_exec
+            proc = open_fifo_exec(self.engine, self.container, argv, env=env, user=self.user)
+            if proc is not None:
+                return proc
         proc = self.engine.exec(self.container, argv, env=env, user=self.user, stdin=stdin)
         proc.write_while = lambda data, keep_going: _socket_write_while(proc, data, keep_going)
         return proc
@@ -239,9 +246,10 @@ class Database(object):
             args += ['--host=%s' % self.host, '--port=%s' % (self.port or 5432)]
         return args
 
-    def spawn(self, argv, stdin=False):
+    def spawn(self, argv, stdin=False, bulk_output=False):
         # the application name tells the tool in pg_stat_activity: idp-recovery-pg_dump, ...
-        return self.runner.spawn(argv, env=self.env('idp-recovery-%s' % os.path.basename(argv[0])), stdin=stdin)
+        return self.runner.spawn(argv, env=self.env('idp-recovery-%s' % os.path.basename(argv[0])), stdin=stdin,
+                                 bulk_output=bulk_output)
 
     def session(self, database=None):
         return PsqlSession(self, database)
@@ -494,7 +502,7 @@ class SnapshotDump(object):
         self.sanity = DumpSanity(self.db, self.fmt, self.required_tables)
         proc = None
         try:
-            proc = self.db.spawn(self.argv())
+            proc = self.db.spawn(self.argv(), bulk_output=True)
             sanity = self.sanity
             write = sink.write
             while True:
@@ -598,6 +606,7 @@ def database_argument_spec(user='postgres', database='postgres'):
     return dict(
         container=dict(type='str'),
         container_user=dict(type='str', default='postgres'),
+        container_output=dict(type='str', choices=['auto', 'api'], default='auto'),
         docker_host=dict(type='str'),
         host=dict(type='str'),
         port=dict(type='int', default=5432),
@@ -618,7 +627,8 @@ def database_from_params(params, engine=None):
         from ansible_collections.idp.recovery.plugins.module_utils._docker import DockerEngine
         engine = engine or DockerEngine(params.get('docker_host'))
         engine.require_running(params['container'])
-        runner = ContainerRunner(engine, params['container'], params.get('container_user') or 'postgres')
+        runner = ContainerRunner(engine, params['container'], params.get('container_user') or 'postgres',
+                                 params.get('container_output') or 'auto')
         return Database(runner, params['database'], params['user'], password=params.get('password')), engine
     db = Database(LocalRunner(), params['database'], params['user'], password=params.get('password'),
                   host=params['host'], port=params.get('port') or 5432, sslmode=params.get('sslmode'))

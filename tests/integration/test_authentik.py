@@ -160,12 +160,15 @@ def test_round_trip_with_app_stand_ins(run_module, stack, new_set, keys):
 
 def test_tcp_dump_matches_container_dump(run_module, stack, new_set, keys):
     by_container = _dump(run_module, stack, new_set(), keys, compose_dir=None)
+    # the same through the engine API's output stream instead of the FIFO
+    by_api = _dump(run_module, stack, new_set(), keys, compose_dir=None, container_output='api')
+    assert not by_api.get('failed'), by_api
     by_tcp = run_module('authentik_dump', set_dir=new_set(), host=stack.ip, password=stack.password,
                         recipients=[keys.age_recipient])
     assert not by_tcp.get('failed'), by_tcp
     assert stack.password not in json.dumps(by_tcp)
-    for key in ('tables', 'rows_total', 'server_version'):
-        assert by_tcp['database'][key] == by_container['database'][key]
+    for key in ('tables', 'rows_total', 'server_version', 'dump_bytes'):
+        assert by_tcp['database'][key] == by_container['database'][key] == by_api['database'][key]
 
 
 def test_plain_format_round_trip_over_tcp(run_module, workdir, new_set, keys):
