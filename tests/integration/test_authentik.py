@@ -32,10 +32,18 @@ def _docker(*argv, check=True):
     return subprocess.run(['docker'] + list(argv), capture_output=True, check=check)
 
 
+def _compose(project, service):
+    """The labels docker compose puts on the containers of a project."""
+    if not project:
+        return None
+    return {'com.docker.compose.project': project, 'com.docker.compose.service': service}
+
+
 class Stack(object):
     """One Authentik-shaped deployment: PostgreSQL, server and worker stand-ins, files, .env."""
 
-    def __init__(self, name, workdir, image=ak.POSTGRES_IMAGE, users=ak.USERS, version=ak.VERSION, apps=True):
+    def __init__(self, name, workdir, image=ak.POSTGRES_IMAGE, users=ak.USERS, version=ak.VERSION, apps=True,
+                 project=None):
         self.name = name
         self.network = name
         self.db = name + '-postgres'
@@ -47,13 +55,15 @@ class Stack(object):
         self.files = ak.make_files(self.compose)
         self.env = ak.write_env(self.compose / '.env', pg_pass=self.password)
         _docker('network', 'create', self.network)
-        ak.run_postgres(self.db, self.password, network=self.network, image=image)
+        ak.run_postgres(self.db, self.password, network=self.network, image=image, labels=_compose(project, 'postgresql'))
         self.counts = ak.load_fixture(self.db, users=users, version=version)
         self.apps = []
         if apps:
             volumes = ['%s:%s' % (self.compose / sub, mount) for _name, sub, mount in ak.FILE_MOUNTS]
-            ak.run_standin(self.server, 'server', self.db, self.password, self.network)
-            ak.run_standin(self.worker, 'worker', self.db, self.password, self.network, volumes=volumes)
+            ak.run_standin(self.server, 'server', self.db, self.password, self.network,
+                           labels=_compose(project, 'server'))
+            ak.run_standin(self.worker, 'worker', self.db, self.password, self.network, volumes=volumes,
+                           labels=_compose(project, 'worker'))
             self.apps = [self.server, self.worker]
             self.health_url = ak.wait_ready(self.server, self.network)
 
@@ -333,3 +343,29 @@ def test_postgres_15_dump_restores_into_17(run_module, workdir, new_set, keys):
     finally:
         old.remove()
         new.remove()
+
+
+def test_compose_project_stops_the_apps_and_never_the_database(run_module, workdir, new_set, keys):
+    project = PREFIX.replace('-', '') + 'proj'
+    stack = Stack(PREFIX + '-compose', workdir, users=300, project=project)
+    try:
+        set_dir = new_set()
+        assert not _dump(run_module, stack, set_dir, keys).get('failed')
+        assert not _finalize(run_module, set_dir).get('failed')
+        args = _restore_args(stack, set_dir, keys, compose_project=project)
+        del args['app_containers']
+        plan = run_module('authentik_restore', check_mode=True, **args)
+        assert not plan.get('failed'), plan
+        assert sorted(plan['plan']['stop']) == sorted([stack.server, stack.worker])
+        restored = run_module('authentik_restore', **args)
+        assert not restored.get('failed'), restored
+        stopped = [step for step in restored['steps'] if step['name'] == 'stop_apps'][0]['stopped']
+        assert sorted(stopped) == sorted([stack.server, stack.worker])
+        assert stack.running(stack.db) and stack.running(stack.server) and stack.running(stack.worker)
+        assert ak.table_counts(stack.db) == stack.counts
+        # naming the database container as an app is refused before anything happens
+        refused = run_module('authentik_restore', **_restore_args(stack, set_dir, keys, app_containers=[stack.db]))
+        assert refused.get('failed') and 'never stopped' in refused['msg'], refused
+        assert stack.running(stack.db)
+    finally:
+        stack.remove()
