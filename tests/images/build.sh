@@ -4,15 +4,19 @@
 # `docker import` it.
 #
 #   tests/images/build.sh [--if-needed] [15|17|all]
+#   tests/images/build.sh [--if-needed] authentik-standin [--authentik-version V]...
 #
 #   15  -> idp-recovery/postgres:15  (Debian bookworm, PostgreSQL 15)
 #   17  -> idp-recovery/postgres:17  (Debian trixie,   PostgreSQL 17)
+#   authentik-standin -> idp-recovery/authentik-standin:V (default V 2025.10.1):
+#       the authentik server/worker stand-in, `docker build` from postgres:15
 #
-# Each image carries the label org.idp-recovery.recipe, a hash of this file and
+# Each image carries the label org.idp-recovery.recipe, a hash of its recipe and
 # the version; with --if-needed an image whose label matches is left alone.
 #
 # Environment: IDP_IMAGE_MIRROR overrides the Debian mirror (default: the first
-# URIs line of /etc/apt/sources.list.d/debian.sources, else deb.debian.org).
+# URIs line of /etc/apt/sources.list.d/debian.sources, else deb.debian.org);
+# IDP_AUTHENTIK_VERSION the stand-in's default version.
 set -euo pipefail
 
 SCRIPT=$(readlink -f "${BASH_SOURCE[0]}")
@@ -24,7 +28,7 @@ log() { printf 'images: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
 usage() {
-    sed -n '2,15p' "$SCRIPT" | sed 's/^# \{0,1\}//'
+    sed -n '2,19p' "$SCRIPT" | sed 's/^# \{0,1\}//'
     exit 2
 }
 
@@ -217,17 +221,89 @@ build_one() {
     log "built $IMAGE_REPO:$version in $(($(date +%s) - start)) s"
 }
 
+# The authentik stand-in ------------------------------------------------------
+STANDIN_REPO=${IDP_STANDIN_REPO:-idp-recovery/authentik-standin}
+STANDIN_DIR=$(dirname "$SCRIPT")/authentik-standin
+STANDIN_BASE=$IMAGE_REPO:15
+
+standin_hash() {
+    # $1 = Authentik version; the recipe includes the base image it is built on.
+    {
+        cat "$STANDIN_DIR/Dockerfile" "$STANDIN_DIR/authentik_standin.py"
+        printf 'version=%s\n' "$1"
+        docker image inspect -f '{{ .Id }}' "$STANDIN_BASE"
+    } | sha256sum | cut -c1-16
+}
+
+standin_is_current() {
+    local have
+    have=$(docker image inspect -f "{{ index .Config.Labels \"$LABEL_KEY\" }}" \
+        "$STANDIN_REPO:$1" 2>/dev/null) || return 1
+    [[ $have == "$(standin_hash "$1")" ]]
+}
+
+build_standin() {
+    # $1 = Authentik version
+    local version=$1 hash old_id new_id out builder=()
+    [[ $version =~ ^[0-9]{4}\.[0-9]{1,2}\.[0-9]+ ]] || die "not an Authentik version: '$version'"
+    docker image inspect "$STANDIN_BASE" > /dev/null 2>&1 ||
+        die "$STANDIN_BASE is missing; build it first (tests/images/build.sh 15)"
+    hash=$(standin_hash "$version")
+    # The legacy builder when buildx is not installed; either way nothing is pulled.
+    docker buildx version > /dev/null 2>&1 || builder=(env DOCKER_BUILDKIT=0)
+    old_id=$(docker image inspect -f '{{ .Id }}' "$STANDIN_REPO:$version" 2> /dev/null || true)
+    log "building $STANDIN_REPO:$version from $STANDIN_BASE"
+    if ! out=$("${builder[@]}" docker build --pull=false --force-rm \
+        --build-arg "BASE_IMAGE=$STANDIN_BASE" \
+        --build-arg "AUTHENTIK_VERSION=$version" \
+        --build-arg "AUTHENTIK_BUILD=standin-$hash" \
+        --build-arg "RECIPE=$hash" \
+        -t "$STANDIN_REPO:$version" "$STANDIN_DIR" 2>&1); then
+        printf '%s\n' "$out" | tail -n 30 >&2
+        die "docker build of $STANDIN_REPO:$version failed"
+    fi
+    new_id=$(docker image inspect -f '{{ .Id }}' "$STANDIN_REPO:$version")
+    if [[ -n $old_id && $old_id != "$new_id" ]]; then
+        docker image rm "$old_id" > /dev/null 2>&1 || true
+    fi
+    log "built $STANDIN_REPO:$version"
+}
+
+standin_main() {
+    # $1 = if_needed, then the versions
+    local if_needed=$1 v
+    shift
+    docker info > /dev/null 2>&1 || die "the Docker engine is not reachable"
+    for v in "$@"; do
+        if $if_needed && standin_is_current "$v"; then
+            continue
+        fi
+        build_standin "$v"
+    done
+}
+
 main() {
-    local if_needed=false target=all v
+    local if_needed=false target=all v standin_versions=()
     while [[ $# -gt 0 ]]; do
         case $1 in
             --if-needed) if_needed=true ;;
             -h | --help) usage ;;
-            15 | 17 | all) target=$1 ;;
+            15 | 17 | all | authentik-standin) target=$1 ;;
+            --authentik-version)
+                [[ $# -ge 2 ]] || usage
+                standin_versions+=("$2")
+                shift
+                ;;
             *) usage ;;
         esac
         shift
     done
+    if [[ $target == authentik-standin ]]; then
+        [[ ${#standin_versions[@]} -gt 0 ]] || standin_versions=("${IDP_AUTHENTIK_VERSION:-2025.10.1}")
+        standin_main "$if_needed" "${standin_versions[@]}"
+        return
+    fi
+    [[ ${#standin_versions[@]} -eq 0 ]] || usage
     [[ $(id -u) -eq 0 ]] || die "debootstrap needs root"
 
     local versions=(15 17) todo=() pids=() failed=0 i
