@@ -309,13 +309,12 @@ class FifoExecProcess(object):
     the caller uses the ordinary exec stream.
     """
 
-    def __init__(self, engine, container, argv, env, user, host_fifo, fifo, workdir):
+    def __init__(self, engine, container, argv, env, user, fd, fifo, workdir):
         self.engine = engine
         self.container = container
         self.name = argv[0]
         self.workdir = workdir
-        self.host_fifo = host_fifo
-        self._fd = os.open(host_fifo, os.O_RDONLY | os.O_NONBLOCK)
+        self._fd = fd
         try:
             fcntl.fcntl(self._fd, F_SETPIPE_SZ, PIPE_SIZE)
         except (OSError, IOError):
@@ -386,12 +385,39 @@ class FifoExecProcess(object):
             pass
 
 
-def open_fifo_exec(engine, container, argv, env=None, user=None):
-    """A FifoExecProcess for argv in container, or None when this host cannot reach its filesystem."""
-    info = engine.inspect(container)
-    pid = (info.get('State') or {}).get('Pid')
+def container_root(engine, container):
+    """The container's root filesystem as this host sees it (/proc/PID/root), or None without access."""
+    pid = (engine.inspect(container).get('State') or {}).get('Pid')
     root = '/proc/%s/root' % pid
     if not pid or not os.access(root, os.R_OK | os.X_OK):
+        return None
+    return root
+
+
+def open_in_container(root, path, flags, mode=0o600):
+    """Open path of a container from this host without following any symbolic link on the way.
+
+    A link inside a container's filesystem would be resolved against this host's root: walking
+    component by component with O_NOFOLLOW keeps every step inside the container.
+    """
+    parts = [part for part in path.split('/') if part]
+    if not parts or '..' in parts:
+        raise OSError('refusing path %r' % path)
+    dir_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for part in parts[:-1]:
+            next_fd = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dir_fd)
+            os.close(dir_fd)
+            dir_fd = next_fd
+        return os.open(parts[-1], flags | os.O_NOFOLLOW, mode, dir_fd=dir_fd), os.fstat(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def open_fifo_exec(engine, container, argv, env=None, user=None):
+    """A FifoExecProcess for argv in container, or None when this host cannot reach its filesystem."""
+    root = container_root(engine, container)
+    if root is None:
         return None
     code, out, _err = engine.run(container, [
         'sh', '-c', 'd=$(mktemp -d "${TMPDIR:-/tmp}/idp-fifo.XXXXXXXX") && mkfifo -m 600 "$d/out" && echo "$d"'],
@@ -400,11 +426,12 @@ def open_fifo_exec(engine, container, argv, env=None, user=None):
     if code != 0 or not workdir.startswith('/'):
         return None
     fifo = workdir + '/out'
-    host_fifo = root + fifo
     try:
-        if not stat.S_ISFIFO(os.stat(host_fifo).st_mode):
+        fd, _parent = open_in_container(root, fifo, os.O_RDONLY | os.O_NONBLOCK)
+        if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+            os.close(fd)
             raise OSError('not a FIFO')
-        return FifoExecProcess(engine, container, argv, env, user, host_fifo, fifo, workdir)
+        return FifoExecProcess(engine, container, argv, env, user, fd, fifo, workdir)
     except (OSError, IOError):
         engine.run(container, ['rm', '-rf', workdir], user=user)
         return None

@@ -685,6 +685,32 @@ def _restore_custom_here(db, feed, jobs, owner, tmpdir):
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+def _write_through_root(runner, workdir, path, feed):
+    """Write the dump straight into the container's filesystem from this host; False when not possible."""
+    if runner.output != 'auto':
+        return False
+    from ansible_collections.idp.recovery.plugins.module_utils._docker import container_root, open_in_container
+    root = container_root(runner.engine, runner.container)
+    if root is None:
+        return False
+    try:
+        fd, owner = open_in_container(root, path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+    except OSError:
+        return False
+    with os.fdopen(fd, 'wb') as out:
+        # the file belongs to the user the restore runs as inside the container
+        os.fchown(out.fileno(), owner.st_uid, owner.st_gid)
+
+        def write(data):
+            try:
+                out.write(data)
+            except (OSError, IOError) as exc:
+                raise RecoveryError('cannot write the decrypted dump into container %s: %s' % (
+                    runner.container, exc.strerror or exc))
+        feed(write)
+    return True
+
+
 def _restore_custom_in_container(db, feed, jobs, owner, tmpdir):
     engine = db.runner.engine
     container = db.runner.container
@@ -696,17 +722,19 @@ def _restore_custom_in_container(db, feed, jobs, owner, tmpdir):
         raise RecoveryError('cannot create a temporary directory in %s of container %s: %s' % (base, container, err))
     try:
         path = workdir + '/database.pgdump'
-        # mktemp -d makes the directory 0700; the file gets 0600
-        writer = engine.exec(container, ['sh', '-c', 'umask 077 && exec cat > "$1"', 'sh', path], user=user, stdin=True)
-        try:
+        if not _write_through_root(db.runner, workdir, path, feed):
+            # mktemp -d made the directory 0700; the file gets 0600
+            writer = engine.exec(container, ['sh', '-c', 'umask 077 && exec cat > "$1"', 'sh', path], user=user,
+                                 stdin=True)
             try:
-                feed(writer.write)
+                try:
+                    feed(writer.write)
+                finally:
+                    writer.close_stdin()
+                writer.read_all(lambda data: None)
+                check_finished(writer, 'writing the dump into container %s' % container)
             finally:
-                writer.close_stdin()
-            writer.read_all(lambda data: None)
-            check_finished(writer, 'writing the dump into container %s' % container)
-        finally:
-            writer.close()
+                writer.close()
         proc = db.spawn(restore_argv(db, 'custom', path, jobs, owner))
         try:
             proc.read_all(lambda data: None)
