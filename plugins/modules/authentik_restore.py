@@ -336,6 +336,10 @@ class Restore(object):
         db_id = self.engine.inspect(db_container)['Id'] if db_container else None
         found = []
         for name in names:
+            if not self.engine.exists(name):
+                raise RecoveryError('app container %s does not exist on the Docker engine at %s; set app_containers to '
+                                    'the names of the Authentik containers (or [] when none runs there), or '
+                                    'compose_project' % (name, self.engine.base_url), container=name)
             info = self.engine.inspect(name)
             if name == db_container or info['Id'] == db_id:
                 if params['compose_project']:

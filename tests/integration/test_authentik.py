@@ -367,5 +367,10 @@ def test_compose_project_stops_the_apps_and_never_the_database(run_module, workd
         refused = run_module('authentik_restore', **_restore_args(stack, set_dir, keys, app_containers=[stack.db]))
         assert refused.get('failed') and 'never stopped' in refused['msg'], refused
         assert stack.running(stack.db)
+        # an app container that is not there is named, with what to do about it
+        gone = run_module('authentik_restore', check_mode=True,
+                          **_restore_args(stack, set_dir, keys, app_containers=[PREFIX + '-gone']))
+        assert gone.get('failed') and PREFIX + '-gone does not exist' in gone['msg'], gone
+        assert 'app_containers' in gone['msg']
     finally:
         stack.remove()
