@@ -32,6 +32,20 @@ def _docker(*argv, check=True):
     return subprocess.run(['docker'] + list(argv), capture_output=True, check=check)
 
 
+def _pids_in_container(container_id, pattern):
+    """Host PIDs of the processes matching pattern that run in the container (and nowhere else)."""
+    found = subprocess.run(['pgrep', '-f', pattern], capture_output=True, check=False).stdout.decode().split()
+    mine = []
+    for pid in found:
+        try:
+            with open('/proc/%s/cgroup' % pid) as handle:
+                if container_id in handle.read():
+                    mine.append(pid)
+        except OSError:
+            pass
+    return mine
+
+
 def _compose(project, service):
     """The labels docker compose puts on the containers of a project."""
     if not project:
@@ -278,12 +292,12 @@ def test_failure_after_the_drop_rolls_back_to_the_safety_set(run_module, module_
     argv, env, directory = module_runner.command('authentik_restore', **_restore_args(stack, set_dir, keys))
     proc = subprocess.Popen(argv, env=env, cwd=str(directory), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     killed = []
+    container_id = _docker('inspect', '-f', '{{.Id}}', stack.db).stdout.decode().strip()
 
     def kill_first_restore():
         deadline = time.time() + 120
         while time.time() < deadline and proc.poll() is None:
-            found = subprocess.run(['pgrep', '-f', '^pg_restore --exit-on-error'], capture_output=True, check=False)
-            pids = found.stdout.decode().split()
+            pids = _pids_in_container(container_id, '^pg_restore --exit-on-error')
             if pids:
                 subprocess.run(['kill', '-9'] + pids, check=False)
                 killed.extend(pids)
