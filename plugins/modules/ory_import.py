@@ -1,0 +1,257 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright (c) idp.recovery contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+module: ory_import
+short_description: Restore an Ory export from a backup set into a clean Ory project
+version_added: 0.1.0
+description:
+  - Reads the Ory export written by M(idp.recovery.ory_export) from a complete backup set and restores it into the
+    target project, in this order - the project configuration (Ory Network; identity schemas and the OPL embedded as
+    C(base64://)), identities, OAuth2 clients, JWK sets, relation tuples.
+  - Before the first write, checks the set's manifest, decrypts and parses every payload it will use, compares the
+    counts with the ones recorded at export time, and reads what the target already holds. A malformed or truncated
+    bundle is refused with nothing written.
+  - Identities go through the batch endpoint (C(PATCH /admin/identities), at most 1000 a request, strictly one
+    request at a time, as Ory refuses concurrent identity writes). They get new IDs; each keeps its old ID in
+    C(external_id), and an old-to-new ID map is written to O(state_dir).
+  - OAuth2 client secrets cannot be exported. Each restored client gets its secret from O(client_secrets), or a new
+    one that is written encrypted to O(state_dir) (to the O(recipients)) and returned only with
+    O(return_secrets=true). The rotation report (no secret) tells which client got what.
+  - Relation tuples whose subject is an identity get the new identity ID.
+  - Resumable and idempotent - a run after a partial failure skips identities by C(external_id), clients by
+    C(client_id), JWK sets with the same keys and tuples already present, and reports C(changed=false) when nothing
+    is left to do.
+  - The backup set itself is never modified.
+author:
+  - idp.recovery maintainers (@idp-recovery)
+extends_documentation_fragment:
+  - idp.recovery.ory
+  - idp.recovery.encryption.DECRYPT
+  - idp.recovery.attributes
+  - idp.recovery.attributes.IDEMPOTENT
+attributes:
+  check_mode:
+    support: full
+    details:
+      - Check mode is the plan, RV(plan) - what would be created, what already exists, what conflicts. It reads the
+        bundle and the target and writes nothing.
+  diff_mode:
+    support: none
+  idempotent:
+    support: full
+options:
+  set_dir:
+    description:
+      - The complete backup set holding the Ory export.
+    type: path
+    required: true
+  prefix:
+    description:
+      - The directory of the Ory payloads inside the set.
+    type: str
+    default: ory
+  include:
+    description:
+      - What to restore. V(config) applies only to Ory Network.
+    type: list
+    elements: str
+    choices: [config, identities, oauth2_clients, jwks, relationships]
+    default: [config, identities, oauth2_clients, jwks, relationships]
+  state_dir:
+    description:
+      - Where the ID map (C(id-map.json), C(id-map.jsonl) while running), the rotation report, the import report and
+        the encrypted new client secrets are written (directory mode 0700, files 0600).
+      - Defaults to C(<set_dir>.ory-import), beside the set.
+    type: path
+  client_secrets:
+    description:
+      - Secrets of the OAuth2 clients, by C(client_id), for example from a vault. Clients not named here get a new
+        secret.
+    type: dict
+  return_secrets:
+    description:
+      - Return newly generated client secrets in RV(client_secrets). Use C(no_log) on the task.
+    type: bool
+    default: false
+  encryption:
+    description:
+      - How the file of newly generated client secrets is encrypted (see O(recipients)). Without it, new secrets
+        need O(return_secrets=true).
+    type: str
+    choices: [age, gpg]
+  recipients:
+    description:
+      - Recipients (age or OpenPGP fingerprints) of the file of newly generated client secrets.
+    type: list
+    elements: str
+    default: []
+  recipients_file:
+    description:
+      - A file of age recipients for the file of newly generated client secrets.
+    type: path
+  replace_jwk_sets:
+    description:
+      - Replace a JWK set of the target that holds other keys (a fresh Hydra makes its own default sets) with the
+        exported one. Without it, such a set is a conflict.
+    type: bool
+    default: true
+  fail_on_conflict:
+    description:
+      - Refuse to write anything when the plan finds conflicts (an identifier already used by another identity of the
+        target, a namespace the target does not know). Without it, conflicting items are left out and reported.
+    type: bool
+    default: true
+  batch_size:
+    description:
+      - Identities per batch request (at most 1000).
+    type: int
+    default: 1000
+notes:
+  - Needs C(age) or C(gpg) and C(zstd) or C(gzip) on the host that runs the module, as the payloads require.
+  - Sessions, consent and tokens are not restored; users sign in again. Imported TOTP secrets may not validate
+    (ory/kratos#4561); the export records how many identities have TOTP.
+seealso:
+  - module: idp.recovery.ory_export
+  - module: idp.recovery.ory_check
+'''
+
+EXAMPLES = r'''
+- name: Plan the restore into the new project (writes nothing)
+  idp.recovery.ory_import:
+    set_dir: /var/backups/idp/ory/20261122T030000Z
+    project_url: https://new-slug.projects.oryapis.com
+    project_api_key: "{{ vault_ory_new_project_api_key }}"
+    project_id: 2a9b7c1e-5d4f-4e3a-8b2c-1d0e9f8a7b6c
+    workspace_api_key: "{{ vault_ory_workspace_api_key }}"
+    identity: /etc/idp-recovery/age.key
+  check_mode: true
+  register: ory_plan
+
+- name: Restore, with the client secrets from the vault and new ones encrypted to the recovery key
+  idp.recovery.ory_import:
+    set_dir: /var/backups/idp/ory/20261122T030000Z
+    project_url: https://new-slug.projects.oryapis.com
+    project_api_key: "{{ vault_ory_new_project_api_key }}"
+    project_id: 2a9b7c1e-5d4f-4e3a-8b2c-1d0e9f8a7b6c
+    workspace_api_key: "{{ vault_ory_workspace_api_key }}"
+    identity: /etc/idp-recovery/age.key
+    client_secrets: "{{ vault_ory_client_secrets }}"
+    encryption: age
+    recipients:
+      - age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p
+  no_log: true
+  register: ory_restore
+'''
+
+RETURN = r'''
+plan:
+  description: Per kind, what would be (or was, before this run) created, what already exists and how many conflicts.
+  returned: always
+  type: dict
+  sample: {"identities": {"create": 5000, "existing": 0, "conflicts": 0}, "jwk_sets": {"hydra.openid.id-token": "replace"}}
+validated:
+  description: Items read and checked from each payload before anything was written.
+  returned: always
+  type: dict
+conflicts:
+  description: Up to 20 conflicting items per kind, with the reason.
+  returned: always
+  type: dict
+created:
+  description: Items created per kind by this run.
+  returned: changed, not in check mode
+  type: dict
+updated:
+  description: Configuration and JWK sets replaced by this run.
+  returned: changed, not in check mode
+  type: dict
+state_dir:
+  description: Where the ID map and the reports were written.
+  returned: changed, not in check mode
+  type: str
+id_map:
+  description: The path of the old-to-new identity ID map (JSON object).
+  returned: changed, not in check mode, identities included
+  type: str
+rotation_report:
+  description: For each OAuth2 client, whether its secret was supplied, generated, unchanged (existing client) or none.
+  returned: changed, not in check mode
+  type: list
+  elements: dict
+secrets_file:
+  description: The encrypted file of newly generated client secrets (JSON object by client_id), if any.
+  returned: changed, not in check mode
+  type: str
+client_secrets:
+  description: Newly generated client secrets by client_id, only with O(return_secrets=true).
+  returned: when secrets were generated and O(return_secrets=true)
+  type: dict
+warnings:
+  description: Things the operator must know (tuples left out, project update warnings).
+  returned: changed, not in check mode
+  type: list
+  elements: str
+duration_seconds:
+  description: Wall time of the writes.
+  returned: changed, not in check mode
+  type: float
+requests:
+  description: Requests sent, retried, rate limited, and seconds spent waiting.
+  returned: changed, not in check mode
+  type: dict
+phases_seconds:
+  description: Wall time of each phase (validate, plan, config, identities, oauth2_clients, jwk_sets, relationships).
+  returned: changed, not in check mode
+  type: dict
+'''
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.idp.recovery.plugins.module_utils._crypto import decrypt_argument_spec, keys_from_params
+from ansible_collections.idp.recovery.plugins.module_utils._module import run_module
+from ansible_collections.idp.recovery.plugins.module_utils._ory import OryConnection, ory_argument_spec
+from ansible_collections.idp.recovery.plugins.module_utils._ory_export import KINDS
+from ansible_collections.idp.recovery.plugins.module_utils._ory_import import Bundle, Importer
+
+
+def run(module):
+    params = module.params
+    connection = OryConnection(params)
+    keys = keys_from_params(params)
+    bundle = Bundle(params['set_dir'], params['prefix'], keys)
+    result = Importer(connection, params, keys, check_mode=module.check_mode).run(bundle)
+    for warning in result.get('warnings') or []:
+        module.warn(warning)
+    return result
+
+
+def main():
+    argument_spec = ory_argument_spec()
+    argument_spec.update(decrypt_argument_spec())
+    argument_spec.update(
+        set_dir=dict(type='path', required=True),
+        prefix=dict(type='str', default='ory'),
+        include=dict(type='list', elements='str', choices=list(KINDS), default=list(KINDS)),
+        state_dir=dict(type='path'),
+        client_secrets=dict(type='dict', no_log=True),
+        return_secrets=dict(type='bool', default=False),
+        encryption=dict(type='str', choices=['age', 'gpg']),
+        recipients=dict(type='list', elements='str', default=[]),
+        recipients_file=dict(type='path'),
+        replace_jwk_sets=dict(type='bool', default=True),
+        fail_on_conflict=dict(type='bool', default=True),
+        batch_size=dict(type='int', default=1000),
+    )
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    run_module(module, run)
+
+
+if __name__ == '__main__':
+    main()
