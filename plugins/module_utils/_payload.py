@@ -241,10 +241,14 @@ def _replace(tmp, dest):
             os.unlink(old)
 
 
-def verify_set(set_dir, keys, decrypt='auto'):
+KOTAUTH_CONTENT = 'kotauth-bkp1'
+
+
+def verify_set(set_dir, keys, decrypt='auto', kotauth_passphrase=None):
     """Check every checksum of a complete set and, with a key, read every payload in full.
 
     decrypt: auto (when a key is given), always (a payload without its key fails), never.
+    kotauth_passphrase: Kotauth tenant archives (bkp1) are also opened and their tag checked.
     Returns (per-file results, unlisted files); raises RecoveryError naming every failed file.
     """
     checks, unlisted = _backup_set.verify_checksums(set_dir)
@@ -255,14 +259,23 @@ def verify_set(set_dir, keys, decrypt='auto'):
             continue
         full = os.path.join(set_dir, item['path'])
         description = describe_payload(full)
+        bkp1 = bool(kotauth_passphrase) and payloads[item['path']].get('content') == KOTAUTH_CONTENT
         if not keys.can_decrypt(description['encryption']):
-            if decrypt == 'always':
+            if decrypt == 'always' or bkp1:
                 item.update(ok=False, error='%s: no key given to decrypt this %s payload' % (item['path'], description['encryption']))
             continue
         try:
-            item.update(read_test(full, keys, description), decrypted=True)
+            if bkp1:
+                from ansible_collections.idp.recovery.plugins.module_utils import _kotauth
+                item.update(_kotauth.verify_payload(full, keys, kotauth_passphrase, payloads[item['path']]), decrypted=True)
+            else:
+                item.update(read_test(full, keys, description), decrypted=True)
         except RecoveryError as exc:
             item.update(ok=False, decrypted=False, error=exc.msg)
+            if exc.details.get('reason'):
+                item['reason'] = exc.details['reason']
+            if bkp1 and not exc.msg.startswith(full):
+                item['error'] = '%s: Kotauth archive: %s' % (item['path'], exc.msg)
     failed = [item for item in checks if not item['ok']]
     if failed:
         raise RecoveryError('backup set %s failed verification: %s' % (set_dir, '; '.join(i['error'] for i in failed)),

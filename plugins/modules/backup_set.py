@@ -75,9 +75,20 @@ options:
     type: str
     choices: [auto, always, never]
     default: auto
+  kotauth_passphrase:
+    description:
+      - With O(state=verified), the passphrase of the Kotauth tenant archives (C(bkp1)) in the set, written by
+        M(idp.recovery.kotauth_export). Each such payload is then decrypted through the set's own encryption (which
+        needs O(identity), O(identity_content) or O(passphrase) unless it was written with O(idp.recovery.kotauth_export#module:encryption=none)),
+        its SHA-256 compared with the one recorded at export, and the archive decrypted in memory, which checks its
+        AES-GCM tag.
+      - A wrong passphrase, an unsupported envelope version, a malformed envelope and an archive altered since
+        the export are told apart (RV(files[].reason)).
+    type: str
 seealso:
   - module: idp.recovery.encrypted_archive
   - module: idp.recovery.backup_set_info
+  - module: idp.recovery.kotauth_export
 '''
 
 EXAMPLES = r'''
@@ -100,6 +111,13 @@ EXAMPLES = r'''
     path: "{{ backup.path }}"
     state: verified
     identity: /etc/idp-recovery/age.key
+
+- name: Verify a set with Kotauth tenant archives, opening each archive
+  idp.recovery.backup_set:
+    path: "{{ backup.path }}"
+    state: verified
+    identity: /etc/idp-recovery/age.key
+    kotauth_passphrase: "{{ vault_kotauth_backup_passphrase }}"
 
 - name: Remove a set
   idp.recovery.backup_set:
@@ -148,6 +166,14 @@ files:
     error:
       description: What failed.
       type: str
+    reason:
+      description:
+        - Why a read test failed, when it can be told. V(wrong_key) and V(corrupt) for the set's own encryption;
+          for Kotauth archives V(wrong_passphrase), V(unsupported_version), V(malformed) or V(altered).
+      type: str
+    bkp1:
+      description: Whether the payload was opened as a Kotauth archive (its AES-GCM tag checked).
+      type: bool
 unlisted:
   description: Files in the set that the manifest does not list (they are never restored).
   returned: O(state=verified)
@@ -184,7 +210,8 @@ def run(module):
         result['changed'], result['metadata'] = _backup_set.finalize(
             set_dir, params['metadata'], params['service'], params['kind'], check_mode=module.check_mode)
     elif state == 'verified':
-        result['files'], result['unlisted'] = verify_set(set_dir, keys_from_params(params), params['decrypt'])
+        result['files'], result['unlisted'] = verify_set(set_dir, keys_from_params(params), params['decrypt'],
+                                                         kotauth_passphrase=params['kotauth_passphrase'])
         if result['unlisted']:
             module.warn('files not listed in the manifest (never restored): %s' % ', '.join(result['unlisted']))
     else:
@@ -202,6 +229,7 @@ def main():
         state=dict(type='str', choices=['present', 'finalized', 'verified', 'absent'], default='present'),
         metadata=dict(type='dict', default={}),
         decrypt=dict(type='str', choices=['auto', 'always', 'never'], default='auto'),
+        kotauth_passphrase=dict(type='str', no_log=True),
     )
     argument_spec.update(decrypt_argument_spec())
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,

@@ -1,0 +1,88 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) idp.recovery contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""Fixtures of the Kotauth tests: the Kotauth admin API stand-in (tests/kotauth_standin) on 127.0.0.1.
+
+``start_kotauth_standin(workdir, seed=..., schema_version=...)`` starts one stand-in process on a
+free port and returns a ``KotauthStandIn`` with its URL and API key and helpers for its control
+endpoints (statistics, tenant content, settings, faults). ``stop()`` ends that process by its PID.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+STANDIN = ROOT / 'tests' / 'kotauth_standin' / 'server.py'
+
+
+class KotauthStandIn(object):
+    def __init__(self, proc, url, api_key, log_path):
+        self.proc = proc
+        self.url = url
+        self.api_key = api_key
+        self.log_path = log_path
+
+    def control(self, name, body=None):
+        data = None if body is None else json.dumps(body).encode('utf-8')
+        req = urllib.request.Request('%s/__standin/%s' % (self.url, name), data=data,
+                                     method='POST' if data is not None else 'GET',
+                                     headers={'Content-Type': 'application/json'})
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            return json.loads(resp.read().decode('utf-8'))
+
+    def stats(self):
+        return self.control('stats')
+
+    def imports(self):
+        return self.stats()['requests'].get('import', 0)
+
+    def tenant(self, slug):
+        return self.control('tenants/%s' % slug)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def start_kotauth_standin(workdir, seed=(), schema_version=42, export_format='octet-stream'):
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    tag = secrets.token_hex(4)
+    ready = workdir / ('ready-%s' % tag)
+    log_path = workdir / ('kotauth-standin-%s.log' % tag)
+    api_key = 'kauth_' + secrets.token_urlsafe(24)
+    key_file = workdir / ('api-key-%s' % tag)
+    fd = os.open(str(key_file), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, 'w') as handle:
+        handle.write(api_key)
+    argv = [sys.executable, str(STANDIN), '--port', '0', '--ready-file', str(ready), '--api-key-file', str(key_file),
+            '--schema-version', str(schema_version), '--export-format', export_format]
+    for item in seed:
+        argv += ['--seed', item]
+    with open(str(log_path), 'wb') as log:
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while not ready.exists():
+        if proc.poll() is not None:
+            raise AssertionError('the Kotauth stand-in exited with %s:\n%s' % (proc.returncode, log_path.read_text()))
+        if time.time() > deadline:
+            proc.kill()
+            raise AssertionError('the Kotauth stand-in did not start in time')
+        time.sleep(0.05)
+    return KotauthStandIn(proc, ready.read_text().strip(), api_key, log_path)
