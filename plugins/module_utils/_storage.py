@@ -207,6 +207,10 @@ class Storage(object):
         """Copy files (relative to local_dir) to rel_dir; return the paths that were copied."""
         raise NotImplementedError()
 
+    def download(self, rel, dest):
+        """Copy one remote file (relative to the target) to the local path dest."""
+        raise NotImplementedError
+
     def read_file(self, rel):
         """The bytes of one small remote file."""
         raise NotImplementedError()
@@ -421,6 +425,9 @@ class RcloneStorage(Storage):
             return sorted(done)
 
         return self.retry('upload', action)
+
+    def download(self, rel, dest):
+        self.retry('download', lambda: self._run('download of', ['copyto', self.location(rel), dest], file=rel))
 
     def read_file(self, rel):
         out, _entries = self.retry('download', lambda: self._run('download of', ['cat', self.location(rel)], file=rel))
@@ -641,6 +648,9 @@ class RsyncStorage(Storage):
         out = self.retry('upload', lambda: self._run('upload to', args, base=rel_dir))
         return sorted(line for line in out.splitlines() if line and not line.endswith('/'))
 
+    def download(self, rel, dest):
+        self.retry('download', lambda: self._run('download of', [self.spec(rel), dest], file=rel))
+
     def read_file(self, rel):
         fd, local = tempfile.mkstemp(prefix='read-', dir=self.tmpdir())
         os.close(fd)
@@ -735,6 +745,17 @@ class LocalStorage(Storage):
                     continue
                 files[prefix + name] = {'size': size, 'hashes': {}}
         return files, dirs
+
+    def download(self, rel, dest):
+        source = self.path(rel)
+        try:
+            with open(source, 'rb') as reader:
+                with open(dest, 'wb') as writer:
+                    copy_stream(reader, writer.write)
+                    writer.flush()
+                    os.fsync(writer.fileno())
+        except (OSError, IOError) as exc:
+            raise StorageError('cannot read %s: %s' % (source, exc.strerror or exc), file=rel)
 
     def upload(self, local_dir, rel_dir, files, always=False, expected=None):
         done = []

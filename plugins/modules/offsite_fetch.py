@@ -153,7 +153,7 @@ from ansible_collections.idp.recovery.plugins.module_utils._common import (
     write_file_atomic,
 )
 from ansible_collections.idp.recovery.plugins.module_utils._module import run_module
-from ansible_collections.idp.recovery.plugins.module_utils._stream import copy_stream, hash_file
+from ansible_collections.idp.recovery.plugins.module_utils._stream import hash_file
 
 MANIFEST_LINE = re.compile(r'^([0-9a-f]{64}) [ *](.+)$')
 
@@ -173,24 +173,6 @@ def parse_manifest(data, source):
     if not entries:
         raise RecoveryError('%s lists no file' % source)
     return entries
-
-
-def download(storage, rel, dest):
-    """Copy one remote file (relative to the target) to the local path dest."""
-    if storage.kind == 'rclone':
-        storage.retry('download', lambda: storage._run('download of', ['copyto', storage.location(rel), dest], file=rel))
-    elif storage.kind == 'rsync':
-        storage.retry('download', lambda: storage._run('download of', [storage.spec(rel), dest], file=rel))
-    else:
-        source = storage.path(rel)
-        try:
-            with open(source, 'rb') as reader:
-                with open(dest, 'wb') as writer:
-                    copy_stream(reader, writer.write)
-                    writer.flush()
-                    os.fsync(writer.fileno())
-        except (OSError, IOError) as exc:
-            raise _storage.StorageError('cannot read %s: %s' % (source, exc.strerror or exc), file=rel)
 
 
 def choose(sets, service, stamp, where):
@@ -273,7 +255,7 @@ def fetch(module, storage, service, stamp):
         ensure_dir(os.path.dirname(final))
         tmp = temp_path_beside(final, 'fetch')
         try:
-            download(storage, rel_dir + '/' + rel, tmp)
+            storage.download(rel_dir + '/' + rel, tmp)
             actual, size = hash_file(tmp)
             if actual != expected:
                 raise RecoveryError('the offsite copy of %s is damaged: its SHA-256 is %s, the manifest says %s; the local '
