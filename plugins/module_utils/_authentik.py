@@ -232,11 +232,13 @@ def read_facts(snapshot, require_authentik=True):
     return facts, authentik
 
 
-def dump_database(db, set_dir, fmt, backend, compressor, strict=True):
+def dump_database(db, set_dir, fmt, backend, compressor, strict=True, section='authentik'):
     """Dump the database into the set (streamed, compressed, encrypted); return (rel, payload info, metadata).
 
     strict: the database must be Authentik's, with data in authentik_core_user (off for the
     safety dump of a restore target, which saves whatever state the target is in).
+    section: the key of metadata.json that receives the database facts; any other than
+    ``authentik`` (a generic PostgreSQL database) records no Authentik version or migrations.
     """
     required_tables = (REQUIRED_TABLE,) if strict else ()
     rel = payload_name(DB_PAYLOAD[fmt], compressor, backend)
@@ -286,9 +288,11 @@ def dump_database(db, set_dir, fmt, backend, compressor, strict=True):
             'seconds': seconds,
         },
     }
+    if section != 'authentik':
+        metadata = {'database': metadata['database']}
     try:
         _backup_set.write_fragment(set_dir, 'payload-' + rel, {'payloads': {rel: info}})
-        _backup_set.write_fragment(set_dir, 'authentik-database', {'authentik': metadata})
+        _backup_set.write_fragment(set_dir, section + '-database', {section: metadata})
     except RecoveryError:
         remove_quietly(dest)
         raise
