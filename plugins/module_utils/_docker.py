@@ -15,7 +15,6 @@ the container (the engine API request), never through an argv that ``ps`` would 
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
-import fcntl
 import os
 import select
 import socket
@@ -34,11 +33,10 @@ except ImportError:
     DOCKER_IMPORT_ERROR = traceback.format_exc()
 
 from ansible_collections.idp.recovery.plugins.module_utils._common import CHUNK_SIZE, RecoveryError
+from ansible_collections.idp.recovery.plugins.module_utils._stream import grow_pipe, pump
 
 DEFAULT_DOCKER_HOST = 'unix:///var/run/docker.sock'
 STDERR_KEEP = 64 * 1024
-PIPE_SIZE = 1024 * 1024
-F_SETPIPE_SZ = getattr(fcntl, 'F_SETPIPE_SZ', 1031)
 _HEADER = struct.Struct('>BxxxL')
 
 
@@ -237,13 +235,7 @@ class ExecProcess(object):
 
     def read_all(self, write):
         """Pass all of stdout to write(data); return the byte count."""
-        total = 0
-        while True:
-            data = self.read_stdout()
-            if not data:
-                return total
-            write(data)
-            total += len(data)
+        return pump(self.read_stdout, write)
 
     def _keep_stderr(self, data):
         self._stderr.extend(data)
@@ -315,10 +307,7 @@ class FifoExecProcess(object):
         self.name = argv[0]
         self.workdir = workdir
         self._fd = fd
-        try:
-            fcntl.fcntl(self._fd, F_SETPIPE_SZ, PIPE_SIZE)
-        except (OSError, IOError):
-            pass
+        grow_pipe(fd)
         self._poll = select.poll()
         self._poll.register(self._fd, select.POLLIN | select.POLLHUP)
         self._writer_seen = False
@@ -352,13 +341,7 @@ class FifoExecProcess(object):
             return False
 
     def read_all(self, write):
-        total = 0
-        while True:
-            data = self.read_stdout()
-            if not data:
-                return total
-            write(data)
-            total += len(data)
+        return pump(self.read_stdout, write)
 
     def stderr_text(self):
         return self.proc.stderr_text()

@@ -30,7 +30,7 @@ import threading
 import uuid
 
 from ansible_collections.idp.recovery.plugins.module_utils._common import CHUNK_SIZE, RecoveryError
-from ansible_collections.idp.recovery.plugins.module_utils._stream import grow_pipe
+from ansible_collections.idp.recovery.plugins.module_utils._stream import grow_pipe, pump
 
 STDERR_KEEP = 64 * 1024
 # how much of a custom-format dump the TOC check may read before giving up on it
@@ -132,13 +132,7 @@ class LocalProcess(object):
             raise RecoveryError('cannot read the output of %s: %s' % (self.name, exc.strerror or exc))
 
     def read_all(self, write):
-        total = 0
-        while True:
-            data = self.read_stdout()
-            if not data:
-                return total
-            write(data)
-            total += len(data)
+        return pump(self.read_stdout, write)
 
     def stderr_text(self):
         self._stderr.seek(0, os.SEEK_END)
@@ -662,6 +656,15 @@ def restore_dump(db, fmt, feed, jobs=2, owner=None, tmpdir=None):
     return _restore_custom_here(db, feed, jobs, owner, tmpdir)
 
 
+def _pg_restore(db, path, jobs, owner):
+    proc = db.spawn(restore_argv(db, 'custom', path, jobs, owner))
+    try:
+        proc.read_all(lambda data: None)
+        return check_finished(proc, 'pg_restore')
+    finally:
+        proc.close()
+
+
 def _restore_custom_here(db, feed, jobs, owner, tmpdir):
     workdir = tempfile.mkdtemp(prefix='idp-restore.', dir=tmpdir)
     try:
@@ -675,12 +678,7 @@ def _restore_custom_here(db, feed, jobs, owner, tmpdir):
                 except (OSError, IOError) as exc:
                     raise RecoveryError('cannot write the decrypted dump to %s: %s' % (workdir, exc.strerror or exc))
             feed(write)
-        proc = db.spawn(restore_argv(db, 'custom', path, jobs, owner))
-        try:
-            proc.read_all(lambda data: None)
-            return check_finished(proc, 'pg_restore')
-        finally:
-            proc.close()
+        return _pg_restore(db, path, jobs, owner)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -735,11 +733,6 @@ def _restore_custom_in_container(db, feed, jobs, owner, tmpdir):
                 check_finished(writer, 'writing the dump into container %s' % container)
             finally:
                 writer.close()
-        proc = db.spawn(restore_argv(db, 'custom', path, jobs, owner))
-        try:
-            proc.read_all(lambda data: None)
-            return check_finished(proc, 'pg_restore')
-        finally:
-            proc.close()
+        return _pg_restore(db, path, jobs, owner)
     finally:
         engine.run(container, ['rm', '-rf', workdir], user=user)

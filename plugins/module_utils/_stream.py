@@ -38,12 +38,12 @@ F_SETPIPE_SZ = getattr(fcntl, 'F_SETPIPE_SZ', 1031)
 
 
 def grow_pipe(handle):
-    """Ask for a 1 MiB pipe buffer, so a stage can run ahead while Python hashes or writes a chunk.
+    """Ask for a 1 MiB pipe buffer (handle: a file object or a descriptor), so a stage can run ahead while Python hashes or writes a chunk.
 
     Linux allows it to every user by default (fs.pipe-max-size); when refused, the default stays.
     """
     try:
-        fcntl.fcntl(handle.fileno(), F_SETPIPE_SZ, PIPE_SIZE)
+        fcntl.fcntl(handle if isinstance(handle, int) else handle.fileno(), F_SETPIPE_SZ, PIPE_SIZE)
     except (OSError, IOError, ValueError):
         pass
 
@@ -288,6 +288,17 @@ def copy_stream(reader, write, chunk_size=CHUNK_SIZE):
         write(data)
         total += len(data)
     return total
+
+
+def pump(read, write):
+    """Call read() until it returns nothing, handing each piece to write(); return the byte count."""
+    total = 0
+    while True:
+        data = read()
+        if not data:
+            return total
+        write(data)
+        total += len(data)
 
 
 def hash_file(path, algorithm='sha256'):
