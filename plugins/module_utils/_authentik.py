@@ -300,6 +300,40 @@ def dump_database(db, set_dir, fmt, backend, compressor, strict=True, section='a
     return rel, info, metadata
 
 
+def database_step(db, set_dir, fmt, backend, compressor, force=False, check_mode=False, section='authentik'):
+    """The database payload of a dump module: kept when the set holds one (unless force), planned in
+    check mode, else dumped. Returns (database result, section metadata or None)."""
+    strict = section == 'authentik'
+    rel, info = recorded_database_payload(set_dir)
+    recorded = _backup_set.read_metadata(set_dir).get(section) or {}
+    if rel and not force:
+        return _database_result(rel, info, recorded.get('database') or {}, changed=False), recorded
+    if check_mode:
+        facts = _postgres.server_facts(db)
+        return {'changed': True, 'format': fmt, 'server_version': facts.get('server_version'),
+                'database_size': facts.get('database_size'),
+                'payload': payload_name(DB_PAYLOAD[fmt], compressor, backend)}, None
+    if rel:
+        os.unlink(os.path.join(set_dir, rel))
+    rel, info, metadata = dump_database(db, set_dir, fmt, backend, compressor, strict=strict, section=section)
+    return _database_result(rel, info, metadata['database'], changed=True), metadata
+
+
+def _database_result(rel, info, database, changed):
+    return {
+        'payload': rel,
+        'changed': changed,
+        'format': info.get('dump_format'),
+        'size': info.get('size'),
+        'dump_bytes': (info.get('source') or {}).get('bytes'),
+        'seconds': info.get('seconds'),
+        'tables': len(database.get('tables') or {}),
+        'rows_total': database.get('rows_total'),
+        'server_version': database.get('server_version'),
+        'database_size': database.get('size'),
+    }
+
+
 def host_paths(specs, engine, files_container):
     """Attach the host path of each spec (resolving container paths through the mounts)."""
     info = engine.inspect(files_container) if files_container and any(s['container_path'] for s in specs) else None

@@ -115,6 +115,15 @@ def parse_link_header(value):
     return links
 
 
+def _finish_prefetch(pending):
+    """A consumer stopped reading pages: let the prefetch of the next page finish, whatever it found."""
+    if pending is not None:
+        try:
+            pending()
+        except Exception:  # pylint: disable=broad-except
+            pass
+
+
 def _split_links(value):
     parts = []
     depth = False
@@ -396,11 +405,7 @@ class OryClient(object):
             try:
                 yield page
             except GeneratorExit:
-                if pending is not None:
-                    try:
-                        pending()
-                    except Exception:  # pylint: disable=broad-except
-                        pass
+                _finish_prefetch(pending)
                 raise
             if pending is None:
                 return
@@ -431,11 +436,7 @@ class OryClient(object):
             try:
                 yield body
             except GeneratorExit:
-                if pending is not None:
-                    try:
-                        pending()
-                    except Exception:  # pylint: disable=broad-except
-                        pass
+                _finish_prefetch(pending)
                 raise
             if pending is None:
                 return

@@ -239,7 +239,7 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.idp.recovery.plugins.module_utils import _authentik, _backup_set, _postgres
+from ansible_collections.idp.recovery.plugins.module_utils import _authentik, _postgres
 from ansible_collections.idp.recovery.plugins.module_utils._common import RecoveryError
 from ansible_collections.idp.recovery.plugins.module_utils._crypto import (
     Compression,
@@ -275,25 +275,10 @@ def run(module):
     db, engine = _postgres.database_from_params(params)
     result = {'changed': False, 'set_dir': set_dir}
 
-    rel, info = _authentik.recorded_database_payload(set_dir)
-    metadata = (_backup_set.read_metadata(set_dir).get('authentik') or {})
-    if rel and not params['force']:
-        result['database'] = _database_result(rel, info, metadata.get('database') or {}, changed=False)
-        result['authentik_version'] = metadata.get('version')
-    elif module.check_mode:
-        facts = _postgres.server_facts(db)
-        result['changed'] = True
-        result['database'] = {'changed': True, 'format': params['format'], 'server_version': facts.get('server_version'),
-                              'database_size': facts.get('database_size'),
-                              'payload': _authentik.payload_name(_authentik.DB_PAYLOAD[params['format']], compressor, backend)}
-        result['authentik_version'] = None
-    else:
-        if rel:
-            os.unlink(os.path.join(set_dir, rel))
-        rel, info, metadata = _authentik.dump_database(db, set_dir, params['format'], backend, compressor)
-        result['changed'] = True
-        result['database'] = _database_result(rel, info, metadata['database'], changed=True)
-        result['authentik_version'] = metadata['version']
+    result['database'], metadata = _authentik.database_step(
+        db, set_dir, params['format'], backend, compressor, force=params['force'], check_mode=module.check_mode)
+    result['changed'] = result['database']['changed']
+    result['authentik_version'] = (metadata or {}).get('version')
 
     if specs:
         engine = engine or (_authentik_engine(params) if params['files_container'] else None)
@@ -312,21 +297,6 @@ def run(module):
 def _authentik_engine(params):
     from ansible_collections.idp.recovery.plugins.module_utils._docker import DockerEngine
     return DockerEngine(params.get('docker_host'))
-
-
-def _database_result(rel, info, database, changed):
-    return {
-        'payload': rel,
-        'changed': changed,
-        'format': info.get('dump_format'),
-        'size': info.get('size'),
-        'dump_bytes': (info.get('source') or {}).get('bytes'),
-        'seconds': info.get('seconds'),
-        'tables': len(database.get('tables') or {}),
-        'rows_total': database.get('rows_total'),
-        'server_version': database.get('server_version'),
-        'database_size': database.get('size'),
-    }
 
 
 def main():

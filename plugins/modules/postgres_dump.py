@@ -182,7 +182,7 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.idp.recovery.plugins.module_utils import _authentik, _backup_set, _postgres
+from ansible_collections.idp.recovery.plugins.module_utils import _authentik, _postgres
 from ansible_collections.idp.recovery.plugins.module_utils._crypto import (
     Compression,
     check_encryption_allowed,
@@ -209,39 +209,11 @@ def run(module):
     db, _engine = _postgres.database_from_params(params)
     result = {'changed': False, 'set_dir': set_dir}
 
-    rel, info = _authentik.recorded_database_payload(set_dir)
-    recorded = (_backup_set.read_metadata(set_dir).get(SECTION) or {}).get('database') or {}
-    if rel and not params['force']:
-        result['database'] = _database_result(rel, info, recorded, changed=False)
-    elif module.check_mode:
-        facts = _postgres.server_facts(db)
-        result['changed'] = True
-        result['database'] = {'changed': True, 'format': params['format'], 'server_version': facts.get('server_version'),
-                              'database_size': facts.get('database_size'),
-                              'payload': _authentik.payload_name(_authentik.DB_PAYLOAD[params['format']], compressor, backend)}
-    else:
-        if rel:
-            os.unlink(os.path.join(set_dir, rel))
-        rel, info, metadata = _authentik.dump_database(db, set_dir, params['format'], backend, compressor,
-                                                       strict=False, section=SECTION)
-        result['changed'] = True
-        result['database'] = _database_result(rel, info, metadata['database'], changed=True)
+    result['database'], _metadata = _authentik.database_step(
+        db, set_dir, params['format'], backend, compressor, force=params['force'], check_mode=module.check_mode,
+        section=SECTION)
+    result['changed'] = result['database']['changed']
     return result
-
-
-def _database_result(rel, info, database, changed):
-    return {
-        'payload': rel,
-        'changed': changed,
-        'format': info.get('dump_format'),
-        'size': info.get('size'),
-        'dump_bytes': (info.get('source') or {}).get('bytes'),
-        'seconds': info.get('seconds'),
-        'tables': len(database.get('tables') or {}),
-        'rows_total': database.get('rows_total'),
-        'server_version': database.get('server_version'),
-        'database_size': database.get('size'),
-    }
 
 
 def main():
