@@ -27,9 +27,11 @@ endif
 integration lint molecule bench: export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
 integration molecule bench: export PYTHONPATH := $(COLLECTIONS)
 
-.PHONY: help setup sanity units integration lint molecule test bench build clean distclean ansible-test-tree
+.PHONY: demo demo-clean help setup sanity units integration lint molecule test bench build clean distclean ansible-test-tree
 
 help:
+	@echo 'make demo         demo stack, backup, offsite copy, restore drill and its report (.demo/)'
+	@echo 'make demo-clean   remove the demo'
 	@echo 'make setup        install system packages, .venv, Docker engine, test images'
 	@echo 'make sanity       ansible-test sanity'
 	@echo 'make units        ansible-test units (tests/unit)'
@@ -43,6 +45,12 @@ help:
 
 setup:
 	@scripts/setup.sh
+
+demo:
+	@scripts/demo.sh
+
+demo-clean:
+	@scripts/demo.sh clean
 
 ansible-test-tree: setup
 	@scripts/sync-tree.sh $(ANSIBLE_TEST_TREE)
@@ -66,6 +74,7 @@ integration: setup
 
 lint: setup
 	ansible-lint
+	$(VENV)/bin/python scripts/role-docs.py --check
 
 molecule: setup
 	@found=0; \

@@ -107,7 +107,8 @@ start_dockerd() {
     local pid extra=()
     read -r -a extra <<< "${IDP_DOCKERD_OPTS:-}"
     # setsid + nohup: the daemon outlives this script and the make run.
-    setsid nohup dockerd "${extra[@]}" "$@" >> "$DOCKERD_LOG" 2>&1 < /dev/null &
+    # 9>&-: the daemon must not hold the lock of this script (taken below) for the rest of its life
+    setsid nohup dockerd "${extra[@]}" "$@" >> "$DOCKERD_LOG" 2>&1 < /dev/null 9>&- &
     pid=$!
     if wait_for_docker "$pid" 60; then
         return 0

@@ -141,6 +141,74 @@ class DockerEngine(object):
             proc.close()
         return proc.wait(), b''.join(out), proc.stderr_text()
 
+    # ----- containers this collection creates and removes (scratch databases)
+    def image_info(self, image):
+        """The image's inspect data, or None when the engine does not hold it (nothing is ever pulled)."""
+        try:
+            return self.api.inspect_image(image)
+        except NotFound:
+            return None
+        except (APIError, DockerException) as exc:
+            raise RecoveryError('cannot inspect image %s on the Docker engine at %s: %s' % (
+                image, self.base_url, _api_message(exc)), image=image)
+
+    def network_info(self, network):
+        """The network's inspect data, or None when the engine has no such network."""
+        try:
+            return self.api.inspect_network(network)
+        except NotFound:
+            return None
+        except (APIError, DockerException) as exc:
+            raise RecoveryError('cannot inspect network %s on the Docker engine at %s: %s' % (
+                network, self.base_url, _api_message(exc)), network=network)
+
+    def create_container(self, name, image, command=None, env=None, labels=None, network=None, tmpfs=None,
+                         shm_size=None):
+        """Create (not start) a container without published ports; return its ID."""
+        host_config = self.api.create_host_config(network_mode=network or 'bridge', tmpfs=tmpfs or None,
+                                                  shm_size=shm_size or None)
+        networking_config = None
+        if network:
+            networking_config = self.api.create_networking_config({network: self.api.create_endpoint_config()})
+        environment = ['%s=%s' % (k, v) for k, v in sorted((env or {}).items())]
+        try:
+            created = self.api.create_container(image, command=command, name=name, environment=environment or None,
+                                                labels=dict(labels or {}), host_config=host_config,
+                                                networking_config=networking_config, detach=True)
+        except (APIError, DockerException) as exc:
+            raise RecoveryError('cannot create container %s from image %s on the Docker engine at %s: %s' % (
+                name, image, self.base_url, _api_message(exc)), container=name)
+        return created['Id']
+
+    def remove_container(self, name, volumes=True):
+        """Remove a container (running or not) with its anonymous volumes; True when it existed."""
+        try:
+            self.api.remove_container(name, v=volumes, force=True)
+        except NotFound:
+            return False
+        except (APIError, DockerException) as exc:
+            raise RecoveryError('cannot remove container %s: %s' % (name, _api_message(exc)), container=name)
+        return True
+
+    def logs_tail(self, name, lines=30):
+        """The last lines of a container's output (stdout and stderr), as text; '' when unavailable."""
+        try:
+            data = self.api.logs(name, stdout=True, stderr=True, tail=lines)
+        except (APIError, DockerException):
+            return ''
+        return data.decode('utf-8', 'replace').strip() if isinstance(data, bytes) else str(data).strip()
+
+    def containers_with_labels(self, labels):
+        """Containers (running or not) carrying every label of ``labels`` ({key: value or None for any})."""
+        wanted = ['%s=%s' % (k, v) if v is not None else k for k, v in sorted(labels.items())]
+        try:
+            found = self.api.containers(all=True, filters={'label': wanted})
+        except (APIError, DockerException) as exc:
+            raise RecoveryError('cannot list containers on the Docker engine at %s: %s' % (
+                self.base_url, _api_message(exc)))
+        return [{'name': (item.get('Names') or ['/'])[0].lstrip('/'), 'id': item.get('Id'),
+                 'labels': item.get('Labels') or {}, 'state': item.get('State')} for item in found]
+
 
 def _api_message(exc):
     explanation = getattr(exc, 'explanation', None)

@@ -509,6 +509,12 @@ class OryConnection(object):
     def has(self, service):
         return bool(self.url_for(service))
 
+    def endpoints(self):
+        """The base URL of each API this connection reaches (no secrets), to say where an export came from."""
+        found = dict((service, self.url_for(service)) for service in ('kratos', 'hydra', 'keto_read', 'keto_write'))
+        found['project_url'] = self.params.get('project_url')
+        return dict((key, value) for key, value in found.items() if value)
+
     def client(self, service):
         if service not in self._clients:
             url = self.url_for(service)

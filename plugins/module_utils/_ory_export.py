@@ -200,6 +200,7 @@ class Exporter(object):
                 'prefix': prefix,
                 'deployment': self.conn.deployment,
                 'project_id': self.params.get('project_id'),
+                'endpoints': self.conn.endpoints(),
                 'included': sorted(self.include),
                 'counts': self.counts,
                 'credentials': self.credential_report,

@@ -689,6 +689,14 @@ class Importer(object):
     # -- the run
 
     def run(self, bundle):
+        refused = self.params.get('refuse_endpoints') or []
+        if refused:
+            # before anything is read from the target: a drill must never write into the live project
+            from ansible_collections.idp.recovery.plugins.module_utils._checks import url_refusal
+            match = url_refusal(list(self.conn.endpoints().values()), refused)
+            if match:
+                raise RecoveryError('refused: the target %s reaches the same server as %s, which must not be written '
+                                    '(refuse_endpoints); nothing was written' % match)
         started = time.time()
         network = self.conn.is_network
         phases = self.phases = {}

@@ -108,6 +108,15 @@ options:
         target, a namespace the target does not know). Without it, conflicting items are left out and reported.
     type: bool
     default: true
+  refuse_endpoints:
+    description:
+      - API URLs the target must not be (the live project, when importing into a staging project for a drill). Each
+        URL of the target (O(project_url), O(kratos_admin_url), ...) is resolved and compared by address and port
+        with each of these, so that another spelling of the same server (a name and its address, C(localhost) and
+        C(127.0.0.1)) is refused too. A match fails the task before any request is sent.
+    type: list
+    elements: str
+    default: []
   batch_size:
     description:
       - Identities per batch request (at most 1000).
@@ -247,6 +256,7 @@ def main():
         recipients_file=dict(type='path'),
         replace_jwk_sets=dict(type='bool', default=True),
         fail_on_conflict=dict(type='bool', default=True),
+        refuse_endpoints=dict(type='list', elements='str', default=[]),
         batch_size=dict(type='int', default=1000),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)

@@ -1,149 +1,208 @@
 # Copyright (c) idp.recovery contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Check the backup sets of the default scenario inside the container, with stock tools only.
+"""Check the full cycle: the status file and metrics of the backup, the offsite copies on the S3
+endpoint, the drill's JSON and HTML reports and metrics, the failed drill, and that nothing the
+drill used is left behind.
 
-Nothing here uses the collection: a set must stand on its own in an emergency
-(`sha256sum -c`, `age -d`, `zstd -d`, `tar -x`).
+The checks run on the controller (the Docker host), like the playbooks did.
 """
 
+import html.parser
 import json
 import os
+import re
+import stat
+import subprocess
+from pathlib import Path
 
 import pytest
 import testinfra.utils.ansible_runner
 
-testinfra_hosts = testinfra.utils.ansible_runner.AnsibleRunner(
-    os.environ["MOLECULE_INVENTORY_FILE"]
-).get_hosts("backup_targets")
+testinfra_hosts = ["local://"]
 
-SET_FILES = ("metadata.json", "MANIFEST.sha256")
-STOCK_RESTORE = "/tmp/idp-molecule-stock-restore"
-AGE_HEADER = b"age-encryption.org/v1\n"
-
-
-def bash(host, script, *args):
-    """Run a bash script (with -euo pipefail) in the container; return its stdout."""
-    return host.check_output("bash -euo pipefail -c %s bash" + " %s" * len(args), script, *args)
-
-
-def tree_listing(host, path):
-    """Names, types, modes, owners, link targets and file checksums of a tree, sorted."""
-    return bash(
-        host,
-        'cd "$1"'
-        " && find . -printf '%y %m %u:%g %p -> %l\\n' | LC_ALL=C sort"
-        " && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 -r sha256sum",
-        path,
-    )
+RUNNER = testinfra.utils.ansible_runner.AnsibleRunner(os.environ["MOLECULE_INVENTORY_FILE"])
+SERVICES = ("authentik", "kratos")
 
 
 @pytest.fixture(scope="module")
-def settings(host):
-    return host.ansible.get_variables()
+def settings():
+    return RUNNER.get_variables(RUNNER.get_hosts("all")[0])
 
 
 @pytest.fixture(scope="module")
-def recipient(host, settings):
-    return host.check_output("age-keygen -y %s", settings["idp_molecule_identity"]).strip()
-
-
-@pytest.fixture(scope="module", params=["time-stamped", "pinned"])
-def backup_set(request, host, settings):
-    if request.param == "pinned":
-        return settings["idp_molecule_pinned_set"]
-    service_dir = "%s/%s" % (settings["idp_molecule_backup_root"], settings["idp_molecule_service"])
-    found = host.check_output("find %s -mindepth 1 -maxdepth 1 -type d", service_dir).splitlines()
-    assert len(found) == 1, "expected exactly one set in %s, found %r" % (service_dir, found)
-    return found[0]
+def demo(settings):
+    return Path(settings["idp_demo_dir"])
 
 
 @pytest.fixture(scope="module")
-def metadata(host, backup_set):
-    return json.loads(host.file(backup_set + "/metadata.json").content_string)
+def state(settings):
+    return Path(settings["idp_default_state"])
 
 
-def test_source_tree_is_not_trivial(host, settings):
-    listing = tree_listing(host, settings["idp_molecule_source"])
-    for expected in ("l 777", "./empty-directory", "postgres:postgres", "ünïcödé", "name with spaces"):
-        assert expected in listing
+@pytest.fixture(scope="module")
+def outcome(state):
+    return json.loads((state / "outcome.json").read_text(encoding="utf-8"))
 
 
-def test_set_directory_is_private(host, backup_set):
-    directory = host.file(backup_set)
-    assert directory.is_directory
-    assert directory.user == "root"
-    assert directory.mode == 0o700
+@pytest.fixture(scope="module")
+def status(demo):
+    return json.loads((demo / "status" / "last-backup.json").read_text(encoding="utf-8"))
 
 
-def test_set_files_are_private(host, settings, backup_set):
-    for name in SET_FILES + (settings["idp_molecule_payload"],):
-        item = host.file("%s/%s" % (backup_set, name))
-        assert item.is_file, name
-        assert item.mode == 0o600, name
+@pytest.fixture(scope="module")
+def report(demo):
+    return json.loads((demo / "drills" / "latest.json").read_text(encoding="utf-8"))
 
 
-def test_set_is_complete_and_closed(host, backup_set):
-    assert not host.file(backup_set + "/.in-progress").exists
-    assert not host.file(backup_set + "/.metadata.d").exists
+@pytest.fixture(scope="module")
+def missed(demo):
+    return json.loads((demo / "drills-missed" / "latest.json").read_text(encoding="utf-8"))
 
 
-def test_manifest_lists_every_other_file(host, settings, backup_set):
-    manifest = host.file(backup_set + "/MANIFEST.sha256").content_string
-    listed = sorted(line.split("  ", 1)[1] for line in manifest.splitlines() if line)
-    assert listed == sorted(["metadata.json", settings["idp_molecule_payload"]])
+def metrics(path):
+    """{(name, frozenset(labels)): value} of a Prometheus text file."""
+    found = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line or line.startswith("#"):
+            continue
+        match = re.match(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)$', line)
+        assert match, "not a sample line: %r" % line
+        labels = frozenset(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', match.group(2) or ""))
+        found[(match.group(1), labels)] = float(match.group(3))
+    return found
 
 
-def test_manifest_passes_sha256sum(host, backup_set):
-    bash(host, 'cd "$1" && sha256sum --check --strict --quiet MANIFEST.sha256', backup_set)
+def mode(path):
+    return stat.S_IMODE(path.stat().st_mode)
 
 
-def test_payload_is_an_age_file(host, settings, backup_set):
-    payload = "%s/%s" % (backup_set, settings["idp_molecule_payload"])
-    assert host.file(payload).content[: len(AGE_HEADER)] == AGE_HEADER
+def test_the_runs_ended_as_expected(outcome, state):
+    assert outcome["backup"] == 0, (state / "backup.log").read_text(encoding="utf-8")[-3000:]
+    assert outcome["drill"] == 0, (state / "drill.log").read_text(encoding="utf-8")[-3000:]
+    assert outcome["drill-missed"] != 0
 
 
-def test_stock_tools_restore_the_source_byte_for_byte(host, settings, backup_set):
-    payload = "%s/%s" % (backup_set, settings["idp_molecule_payload"])
-    bash(
-        host,
-        'rm -rf "$3" && mkdir -m 0700 "$3" && age -d -i "$1" "$2" | zstd -d -q | tar -x -C "$3"',
-        settings["idp_molecule_identity"],
-        payload,
-        STOCK_RESTORE,
-    )
-    try:
-        assert tree_listing(host, STOCK_RESTORE) == tree_listing(host, settings["idp_molecule_source"])
-    finally:
-        host.run("rm -rf %s", STOCK_RESTORE)
+def test_the_status_file_records_both_services(demo, status):
+    path = demo / "status" / "last-backup.json"
+    assert mode(path) == 0o600
+    assert status["result"] == "ok"
+    services = status["services"]
+    assert sorted(services) == sorted(SERVICES)
+    for name in SERVICES:
+        item = services[name]
+        assert item["result"] == "ok", item
+        assert item["local"] == "ok"
+        assert item["offsite"] == "ok", item
+        assert item["size_bytes"] > 0
+        assert Path(item["set"], "MANIFEST.sha256").is_file()
+    assert services["authentik"]["counts"]["rows"] > 1000
+    assert services["kratos"]["counts"]["rows"] == 4000
 
 
-def test_collection_restore_matches_the_source(host, settings):
-    assert tree_listing(host, settings["idp_molecule_restore"]) == tree_listing(
-        host, settings["idp_molecule_source"]
-    )
+def test_the_backup_metrics_say_success(demo, status):
+    found = metrics(demo / "metrics" / "idp_recovery_backup.prom")
+    for name in SERVICES:
+        labels = [key for key in found if key[0] == "idp_recovery_backup_last_success_timestamp_seconds"
+                  and ("service", name) in key[1]]
+        assert labels, "no last-success metric for %s" % name
+        assert found[labels[0]] > 1.7e9
 
 
-def test_metadata_describes_the_payload(host, settings, backup_set, metadata, recipient):
-    assert metadata["format_version"] == 1
-    payload_name = settings["idp_molecule_payload"]
-    assert sorted(metadata["payloads"]) == [payload_name]
-    payload = metadata["payloads"][payload_name]
-    assert payload["encryption"] == "age"
-    assert payload["recipients"] == [recipient]
-    assert payload["compression"] == "zstd"
-    assert payload["format"] == "tar"
-    assert payload["source"]["type"] == "directory"
-    assert payload["size"] == host.file("%s/%s" % (backup_set, payload_name)).size
-    assert payload["sha256"] == host.file("%s/%s" % (backup_set, payload_name)).sha256sum
-    assert metadata["origin"] == "molecule default scenario"
+def test_the_offsite_copies_are_complete(demo, status):
+    for item in status["services"].values():
+        stamp = Path(item["set"]).name
+        remote = demo / "s3" / "idp-offsite" / "demo" / item["name"] / stamp
+        assert (remote / "MANIFEST.sha256").is_file(), remote
+        local = sorted(p.name for p in Path(item["set"]).iterdir() if p.is_file())
+        assert sorted(p.name for p in remote.iterdir() if p.is_file()) == local
 
 
-def test_metadata_holds_no_private_key_material(host, settings, backup_set):
-    identity = host.file(settings["idp_molecule_identity"]).content_string
-    secrets = [line.strip() for line in identity.splitlines() if line.startswith("AGE-SECRET-KEY-")]
-    assert len(secrets) == 1
-    for name in SET_FILES:
-        text = host.file("%s/%s" % (backup_set, name)).content_string
-        assert secrets[0] not in text, name
-        assert "AGE-SECRET-KEY" not in text.upper(), name
+def test_the_drill_passed_from_the_offsite_copies(report, status):
+    assert report["result"] == "passed", report.get("reasons")
+    services = {item["name"]: item for item in report["services"]}
+    assert sorted(services) == sorted(SERVICES)
+    stamps = {name: Path(item["set"]).name for name, item in status["services"].items()}
+    for name in SERVICES:
+        item = services[name]
+        assert item["stamp"] == stamps[name]
+        assert item["source"].startswith("offsite:") or "s3" in item["source"], item["source"]
+        names = [step["name"] for step in item["steps"]]
+        assert names[:2] == ["fetch", "verify"], names
+        assert "restore" in names and "checks" in names, names
+        assert all(step.get("ok", True) for step in item["steps"])
+        assert item["target"].startswith("scratch container")
+        kinds = {check["kind"] for check in item["checks"]}
+        assert {"verify", "row_counts", "sql"} <= kinds, kinds
+        assert all(check["ok"] for check in item["checks"]), item["checks"]
+
+
+def test_the_authentik_drill_checked_version_and_staging_health(report):
+    item = [s for s in report["services"] if s["name"] == "authentik"][0]
+    checks = {check["kind"]: check for check in item["checks"]}
+    assert checks["version"]["actual"] == "2025.10.1"
+    assert checks["http"]["ok"] and checks["http"]["actual"] == 200
+
+
+def test_the_report_measured_recovery_time_and_data_loss(report):
+    assert report["rto_target_seconds"] == 4 * 3600
+    assert report["rpo_target_seconds"] == 24 * 3600
+    for item in report["services"]:
+        assert 0 < item["rto_seconds"] < report["rto_target_seconds"]
+        assert 0 <= item["rpo_seconds"] < report["rpo_target_seconds"]
+        assert abs(item["rto_seconds"] - sum(step["seconds"] for step in item["steps"])) < 0.01
+
+
+class _Collect(html.parser.HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.tags = []
+        self.urls = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        for name, value in attrs:
+            if name in ("href", "src") and value:
+                self.urls.append(value)
+
+
+def test_the_html_report_is_self_contained(demo, report):
+    page = demo / "drills" / "latest.html"
+    assert mode(page) == 0o600
+    assert mode(demo / "drills") == 0o700
+    text = page.read_text(encoding="utf-8")
+    parser = _Collect()
+    parser.feed(text)
+    parser.close()
+    assert "svg" in parser.tags and "table" in parser.tags
+    assert "script" not in parser.tags
+    assert [url for url in parser.urls if not url.startswith("#")] == []
+    assert "PASSED" in text
+    for name in SERVICES:
+        assert name in text
+
+
+def test_the_missed_target_failed_the_drill_and_says_why(demo, state, missed):
+    log = (state / "drill-missed.log").read_text(encoding="utf-8")
+    assert "DRILL FAILED" in log
+    assert missed["result"] == "failed"
+    assert any("target" in reason for reason in missed["reasons"]), missed["reasons"]
+    assert all(not item["rpo_ok"] for item in missed["services"]) if "rpo_ok" in missed["services"][0] else True
+
+
+def test_the_drill_metrics_keep_the_last_success(demo, report):
+    found = metrics(demo / "metrics" / "idp_recovery_drill.prom")
+    assert found[("idp_recovery_drill_success", frozenset())] == 0
+    last = found[("idp_recovery_drill_last_success_timestamp_seconds", frozenset())]
+    assert last > 1.7e9
+
+
+def test_nothing_of_the_drill_is_left_behind(demo, settings):
+    prefix = settings["idp_demo_prefix"]
+    left = subprocess.run(
+        ["docker", "ps", "--all", "--filter", "label=io.idp-recovery.scratch=true", "--format", "{{.Names}}"],
+        check=True, capture_output=True, text=True).stdout.split()
+    assert [name for name in left if name.startswith(prefix)] == []
+    work = demo / "drill-work"
+    sets = [p for p in work.glob("*/*") if p.is_dir()] if work.is_dir() else []
+    assert sets == []

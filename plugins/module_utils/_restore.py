@@ -1,0 +1,607 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) idp.recovery contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""Private to this collection: the one restore engine of database backup sets.
+
+A set written by ``authentik_dump`` keeps its database facts under the metadata key
+``authentik.database`` (beside its files and ``.env``), a set written by ``postgres_dump``
+under ``postgres.database``; the payload format is the same. Both are restored by ``Restore``,
+parameterised by the section of the module that runs it:
+
+verify -> (Authentik: version gate) -> stop the app containers -> safety set -> drop and create
+the database -> restore -> compare every row count -> (Authentik: files and ``.env``) -> start
+the app containers -> health check; any failure after the drop restores the safety set.
+
+The safety set is a complete backup set of kind ``<section>-safety`` whose database facts are
+under the same section, so the module that took it restores it like any other set.
+"""
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+import os
+import time
+
+from ansible.module_utils.urls import open_url
+
+from ansible_collections.idp.recovery.plugins.module_utils import _authentik, _backup_set, _postgres
+from ansible_collections.idp.recovery.plugins.module_utils._common import RecoveryError, make_stamp
+from ansible_collections.idp.recovery.plugins.module_utils._crypto import (
+    Compression,
+    Keys,
+    encryption_backend,
+    keys_from_params,
+)
+from ansible_collections.idp.recovery.plugins.module_utils._payload import (
+    describe_payload,
+    extract_payload,
+    read_payload,
+    verify_set,
+)
+
+AUTHENTIK = 'authentik'
+POSTGRES = 'postgres'
+SECTIONS = (AUTHENTIK, POSTGRES)
+MODULES = {AUTHENTIK: 'idp.recovery.authentik_restore', POSTGRES: 'idp.recovery.postgres_restore'}
+DUMP_MODULES = {AUTHENTIK: 'idp.recovery.authentik_dump', POSTGRES: 'idp.recovery.postgres_dump'}
+# what a restore of each section accepts besides its own sets
+ACCEPTS = {AUTHENTIK: (AUTHENTIK,), POSTGRES: (POSTGRES, AUTHENTIK)}
+# result keys that say how far a failed restore got
+PROGRESS_KEYS = ('steps', 'plan', 'version_gate', 'tables', 'safety_set')
+
+
+# ---------------------------------------------------------------------------------------------
+# pure decisions (unit tested)
+
+def database_sections(metadata):
+    """The sections of a set's metadata that record a database payload, in SECTIONS order."""
+    found = []
+    for section in SECTIONS:
+        database = (metadata.get(section) or {}).get('database') or {}
+        if isinstance(database, dict) and database.get('payload'):
+            found.append(section)
+    return found
+
+
+def pick_database(metadata, section, set_dir):
+    """(source section, database facts) of the set for a restore by the module of ``section``.
+
+    A restore takes its own section first. ``postgres`` also takes the database of an Authentik
+    set (only the database: no version gate, files or ``.env``). A set the module cannot restore
+    is refused with a message naming the module that can.
+    """
+    if section not in SECTIONS:
+        raise RecoveryError('unknown restore section %r' % (section,))
+    present = database_sections(metadata)
+    kind = (metadata.get('set') or {}).get('kind')
+    for candidate in ACCEPTS[section]:
+        if candidate in present:
+            return candidate, metadata[candidate]['database']
+    if present:
+        other = present[0]
+        raise RecoveryError(
+            'backup set %s is a %s set (kind %s, written by %s): %s cannot restore it; restore it with %s'
+            % (set_dir, 'PostgreSQL' if other == POSTGRES else 'Authentik', kind or other, DUMP_MODULES[other],
+               MODULES[section], MODULES[other]), path=set_dir, kind=kind)
+    what = 'Authentik' if section == AUTHENTIK else 'PostgreSQL'
+    raise RecoveryError('backup set %s holds no %s database dump%s' % (set_dir, what, ' (kind %s)' % kind if kind else ''),
+                        path=set_dir, kind=kind)
+
+
+def default_safety_root(set_dir):
+    """``<root>/<service>-pre-restore`` for the set ``<root>/<service>/<stamp>``."""
+    return os.path.join(os.path.dirname(os.path.dirname(set_dir)),
+                        '%s-pre-restore' % os.path.basename(os.path.dirname(set_dir)))
+
+
+def choose_owner(given, recorded, user, recorded_exists):
+    """(owner, source) of the recreated database of a PostgreSQL restore.
+
+    The owner given wins; else the owner recorded in the set when that role exists on the
+    target; else the connecting user.
+    """
+    if given:
+        return given, 'the owner option'
+    if recorded and recorded_exists:
+        return recorded, 'recorded in the set'
+    if recorded:
+        return user, 'the connecting user: the recorded owner %s does not exist on the target' % recorded
+    return user, 'the connecting user'
+
+
+def safety_encryption(payload_info, safety_recipients, passphrase):
+    """How the safety set is encrypted: ('age'|'gpg'|'passphrase', recipients) or a RecoveryError.
+
+    Whoever can read the set can read its safety set: the set's own recipients, unless
+    safety_recipients (age) are given.
+    """
+    encryption = (payload_info or {}).get('encryption') or 'age'
+    recipients = (payload_info or {}).get('recipients') or []
+    if safety_recipients:
+        return 'age', list(safety_recipients)
+    if encryption in ('age', 'gpg'):
+        return encryption, recipients
+    if encryption == 'passphrase':
+        if not passphrase:
+            raise RecoveryError('the safety set of a passphrase-encrypted set needs passphrase')
+        return 'passphrase', []
+    raise RecoveryError('the set is unencrypted, so the safety set would be too; give safety_recipients '
+                        'or safety_backup=false')
+
+
+# ---------------------------------------------------------------------------------------------
+# the steps, timed
+
+class Steps(object):
+    def __init__(self):
+        self.done = []
+
+    def run(self, name, action, *args, **kwargs):
+        started = time.time()
+        entry = {'name': name}
+        try:
+            detail = action(*args, **kwargs)
+        except RecoveryError as exc:
+            entry.update(seconds=round(time.time() - started, 3), failed=True, error=exc.msg)
+            self.done.append(entry)
+            raise
+        entry['seconds'] = round(time.time() - started, 3)
+        if isinstance(detail, dict):
+            entry.update(detail)
+        self.done.append(entry)
+        return detail
+
+    def total(self):
+        return round(sum(step['seconds'] for step in self.done), 3)
+
+
+# ---------------------------------------------------------------------------------------------
+# the restore
+
+class Restore(object):
+    """One restore of a complete set by the module of ``section`` (``authentik`` or ``postgres``)."""
+
+    def __init__(self, module, section=AUTHENTIK):
+        if section not in SECTIONS:
+            raise RecoveryError('unknown restore section %r' % (section,))
+        self.module = module
+        self.section = section
+        self.authentik_target = section == AUTHENTIK
+        self.params = dict(module.params)
+        self.set_dir = os.path.abspath(self.params['set_dir'])
+        self.keys = keys_from_params(self.params)
+        self.steps = Steps()
+        self.result = {'changed': False, 'set_dir': self.set_dir, 'steps': self.steps.done}
+        self.engine = None
+        self.db = None
+        self.stopped = []
+        self.safety_set = None
+        self.safety_keys = None
+        self.files = []
+        self.metadata = {}
+        self.authentik = {}
+        self.dbmeta = {}
+        self.source_section = section
+        self.owner = None
+        self.owner_source = None
+        self.restore_role = None
+
+    @property
+    def app_label(self):
+        return 'Authentik' if self.authentik_target else 'application'
+
+    # ----- planning (read-only)
+    def load_set(self):
+        if not os.path.isdir(self.set_dir):
+            raise RecoveryError('backup set %s does not exist' % self.set_dir, path=self.set_dir)
+        if not _backup_set.is_complete(self.set_dir):
+            raise RecoveryError('backup set %s is incomplete (no %s): it is never restored'
+                                % (self.set_dir, _backup_set.MANIFEST), path=self.set_dir)
+        self.metadata = _backup_set.read_metadata(self.set_dir)
+        self.source_section, self.dbmeta = pick_database(self.metadata, self.section, self.set_dir)
+        self.authentik = (self.metadata.get(AUTHENTIK) or {}) if self.authentik_target else {}
+        if not self.params.get('database'):
+            if not self.dbmeta.get('name'):
+                raise RecoveryError('backup set %s records no database name; give database' % self.set_dir,
+                                    path=self.set_dir)
+            self.params['database'] = self.dbmeta['name']
+
+    def app_containers(self):
+        params = self.params
+        if params.get('compose_project'):
+            names = []
+            for name in self.engine.project_containers(params['compose_project']):
+                info = self.engine.inspect(name)
+                service = ((info.get('Config') or {}).get('Labels') or {}).get('com.docker.compose.service')
+                if service not in params['keep_services']:
+                    names.append(name)
+        else:
+            names = list(params['app_containers'] or [])
+        db_container = params['container']
+        db_id = self.engine.inspect(db_container)['Id'] if db_container else None
+        found = []
+        for name in names:
+            if not self.engine.exists(name):
+                raise RecoveryError('app container %s does not exist on the Docker engine at %s; set app_containers to '
+                                    'the names of the %s containers (or [] when none runs there)%s'
+                                    % (name, self.engine.base_url, self.app_label,
+                                       ', or compose_project' if self.authentik_target else ''), container=name)
+            info = self.engine.inspect(name)
+            if name == db_container or info['Id'] == db_id:
+                if params.get('compose_project'):
+                    continue
+                raise RecoveryError('app_containers names the database container %s: it is never stopped' % name)
+            found.append({'name': name, 'info': info, 'running': bool((info.get('State') or {}).get('Running'))})
+        return found
+
+    def target_version(self, apps):
+        if self.params['target_version']:
+            return self.params['target_version'], 'target_version'
+        for app in apps:
+            version = _authentik.version_from_image(app['info'], self.engine.image_labels(app['info']))
+            if version:
+                return version, 'image of %s' % app['name']
+        return None, None
+
+    def file_plan(self):
+        if not self.authentik_target:
+            return []
+        payloads = {}
+        for name, item in sorted((self.authentik.get('files') or {}).items()):
+            if item.get('payload'):
+                payloads[name] = item['payload']
+        if not self.params['restore_files'] or not payloads:
+            return []
+        specs = _authentik.file_specs(self.params['files'], self.params['compose_dir'], self.params['files_container'])
+        specs = dict((spec['name'], spec) for spec in specs)
+        missing = sorted(set(payloads) - set(specs))
+        if missing:
+            raise RecoveryError('the set holds file payloads %s without a destination: give files or compose_dir, '
+                                'or restore_files=false' % ', '.join(missing))
+        engine = self.engine
+        if engine is None and any(specs[n]['container_path'] for n in payloads):
+            from ansible_collections.idp.recovery.plugins.module_utils._docker import DockerEngine
+            engine = self.engine = DockerEngine(self.params['docker_host'])
+        resolved = _authentik.host_paths([specs[n] for n in payloads], engine, self.params['files_container'])
+        plan = []
+        for spec in resolved:
+            if not spec['host_path']:
+                raise RecoveryError('files: %s is not mounted in %s' % (spec['where'], self.params['files_container']))
+            plan.append({'name': spec['name'], 'payload': payloads[spec['name']], 'dest': spec['host_path'],
+                         'container_path': spec['container_path']})
+        return plan
+
+    def env_plan(self):
+        if not self.authentik_target or not self.params['restore_env']:
+            return None
+        env = self.authentik.get('env') or {}
+        if not env.get('payload'):
+            raise RecoveryError('restore_env=true but the set holds no .env payload')
+        dest = self.params['env_file'] or (os.path.join(self.params['compose_dir'], '.env')
+                                           if self.params['compose_dir'] else None)
+        if not dest:
+            raise RecoveryError('restore_env=true needs env_file or compose_dir')
+        return {'payload': env['payload'], 'dest': dest}
+
+    def safety_plan(self, target_exists):
+        if not self.params['safety_backup']:
+            return None
+        if not target_exists:
+            return {'skipped': 'database %s does not exist on the target: nothing to save' % self.db.database}
+        root = self.params['safety_root'] or default_safety_root(self.set_dir)
+        info = (self.metadata.get('payloads') or {}).get(self.dbmeta['payload']) or {}
+        encryption, recipients = safety_encryption(info, self.params['safety_recipients'], self.params['passphrase'])
+        if encryption == 'age':
+            backend = encryption_backend('age', recipients=recipients)
+        elif encryption == 'gpg':
+            backend = encryption_backend('gpg', recipients=recipients, gpg_homedir=self.params['gpg_homedir'])
+        else:
+            backend = encryption_backend('passphrase', passphrase=self.params['passphrase'],
+                                         gpg_homedir=self.params['gpg_homedir'])
+        if backend.name == 'age':
+            backend.validate_for_encryption()
+        return {'root': root, 'dir': os.path.join(root, make_stamp()), 'backend': backend,
+                'encryption': backend.name}
+
+    def resolve_owner(self):
+        """Owner of the recreated database and the role pg_restore creates the objects as."""
+        given = self.params.get('owner')
+        if self.authentik_target:
+            self.owner = given or self.params['user']
+            self.restore_role = given
+            return {'owner': self.owner, 'source': 'the owner option' if given else 'the connecting user'}
+        recorded = self.dbmeta.get('owner')
+        exists = bool(recorded) and not given and role_exists(self.db, recorded)
+        self.owner, source = choose_owner(given, recorded, self.params['user'], exists)
+        self.restore_role = self.owner
+        return {'owner': self.owner, 'source': source}
+
+    # ----- the steps
+    def verify(self, checksums_only):
+        checks, _unlisted = verify_set(self.set_dir, self.keys, decrypt='never' if checksums_only else 'always')
+        return {'files': len(checks), 'decrypted': sum(1 for c in checks if c.get('decrypted'))}
+
+    def stop_apps(self, apps):
+        for app in apps:
+            if app['running']:
+                self.engine.stop(app['name'])
+                self.stopped.append(app['name'])
+        return {'stopped': list(self.stopped)}
+
+    def start_apps(self):
+        started = []
+        for name in self.stopped:
+            self.engine.start(name)
+            started.append(name)
+        return {'started': started}
+
+    def safety_dump(self, plan, files):
+        set_dir = plan['dir']
+        kind = '%s-safety' % self.section
+        service = os.path.basename(plan['root'])
+        _backup_set.create(set_dir, service=service, kind=kind)
+        compressor = Compression('zstd')
+        try:
+            _authentik.dump_database(self.db, set_dir, 'custom', plan['backend'], compressor, strict=False,
+                                     section=self.section)
+            if self.authentik_target:
+                specs = [{'name': f['name'], 'host_path': f['dest'], 'where': f['dest'], 'required': False}
+                         for f in files]
+                backend = plan['backend']
+                options = {'recipients': getattr(backend, 'recipients', None), 'passphrase': self.params['passphrase'],
+                           'gpg_homedir': self.params['gpg_homedir']}
+                _authentik.dump_files(set_dir, specs, backend.name, ('zstd', None), options)
+            _backup_set.finalize(set_dir, caller_metadata={'restore_of': self.set_dir}, service=service, kind=kind)
+        except RecoveryError as exc:
+            if _backup_set.looks_like_set(set_dir) and not _backup_set.is_complete(set_dir):
+                _backup_set.remove(set_dir)
+            raise RecoveryError('the safety dump failed, nothing was changed: %s' % exc.msg)
+        self.safety_set = set_dir
+        self.safety_keys = self.keys
+        return {'safety_set': set_dir}
+
+    def recreate(self):
+        _postgres.recreate_database(self.db, self.owner, encoding=self.dbmeta.get('encoding'))
+        return {'database': self.db.database, 'owner': self.owner}
+
+    def restore_database(self, set_dir, dbmeta, keys):
+        path = os.path.join(set_dir, dbmeta['payload'])
+        description = describe_payload(path)
+        fmt = dbmeta.get('format') or description['recorded'].get('dump_format') or 'custom'
+
+        def feed(write):
+            def consume(stream):
+                readinto = getattr(stream, 'readinto1', None) or stream.readinto
+                buf = bytearray(1024 * 1024)
+                view = memoryview(buf)
+                while True:
+                    count = readinto(buf)
+                    if not count:
+                        return
+                    write(view[:count])
+            read_payload(path, description, keys, consume)
+
+        _postgres.restore_dump(self.db, fmt, feed, jobs=self.params['jobs'], owner=self.restore_role,
+                               tmpdir=self.params['tmpdir'])
+        return {'format': fmt, 'payload': dbmeta['payload']}
+
+    def compare(self, dbmeta):
+        actual = _postgres.count_rows(self.db)
+        problems = _postgres.compare_counts(dbmeta.get('tables') or {}, actual)
+        self.result['tables'] = {'checked': len(dbmeta.get('tables') or {}), 'mismatched': problems}
+        if problems:
+            raise RecoveryError('row counts differ after the restore: %s' % ', '.join(
+                '%s (expected %s, found %s)' % (p['table'], p['expected'], p['actual']) for p in problems[:20]))
+        return {'tables': len(dbmeta.get('tables') or {}), 'rows': sum((dbmeta.get('tables') or {}).values())}
+
+    def restore_files(self, files, env):
+        restored = []
+        for item in files:
+            extract_payload(os.path.join(self.set_dir, item['payload']), item['dest'], self.keys, force=True)
+            restored.append(item['name'])
+        if env:
+            extract_payload(os.path.join(self.set_dir, env['payload']), env['dest'], self.keys, force=True)
+            os.chmod(env['dest'], 0o600)
+            restored.append('.env')
+        return {'restored': restored}
+
+    def rollback_files(self):
+        """Put back the directories that the safety set captured (only those this restore may have replaced)."""
+        restored = []
+        captured = (_backup_set.read_metadata(self.safety_set).get(AUTHENTIK) or {}).get('files') or {}
+        for item in self.files:
+            payload = (captured.get(item['name']) or {}).get('payload')
+            if payload:
+                extract_payload(os.path.join(self.safety_set, payload), item['dest'], self.safety_keys, force=True)
+                restored.append(item['name'])
+        return {'restored': restored}
+
+    def health(self, url):
+        deadline = time.time() + self.params['health_timeout']
+        started = time.time()
+        last = None
+        while True:
+            try:
+                response = open_url(url, timeout=5, validate_certs=False)
+                status = response.getcode()
+                if status == 200:
+                    health = {'url': url, 'status': status, 'waited': round(time.time() - started, 3)}
+                    self.result['health'] = health
+                    return health
+                last = 'HTTP %s' % status
+            except Exception as exc:  # pylint: disable=broad-except
+                last = getattr(exc, 'code', None) and 'HTTP %s' % exc.code or str(exc)
+            if time.time() > deadline:
+                raise RecoveryError('%s did not become ready at %s within %s s (last answer: %s)' % (
+                    'Authentik' if self.authentik_target else 'The application', url, self.params['health_timeout'],
+                    last))
+            time.sleep(1)
+
+    def health_url(self, apps):
+        url = self.params['health_url']
+        if url is not None:
+            return url or None
+        if not self.authentik_target:
+            return None
+        for app in apps:
+            info = self.engine.inspect(app['name'])
+            networks = (info.get('NetworkSettings') or {}).get('Networks') or {}
+            for net in sorted(networks):
+                address = networks[net].get('IPAddress')
+                if address:
+                    return 'http://%s:%d%s' % (address, _authentik.DEFAULT_HEALTH_PORT, _authentik.HEALTH_PATH)
+            break
+        return None
+
+    def version_gate(self, apps, plan):
+        """Authentik only: refuse a dump of a newer release line, or of one more than a line older."""
+        params = self.params
+        version, source = self.target_version(apps)
+        gate = _authentik.version_gate((self.authentik.get('version') or {}).get('version'), version,
+                                       params['force_version'])
+        gate['target_version_source'] = source
+        self.result['version_gate'] = gate
+        if not gate['ok']:
+            raise RecoveryError('version gate: %s; set force_version=true to restore anyway' % gate['reason'],
+                                version_gate=gate, plan=plan, steps=self.steps.done)
+        if gate['forced']:
+            self.module.warn('version gate overridden by force_version: %s' % gate['reason'])
+
+    def make_plan(self, apps, target_exists, files, env, safety):
+        database = {'target': self.db.where, 'exists': target_exists, 'drop': target_exists,
+                    'restore': self.dbmeta['payload'], 'format': self.dbmeta.get('format'),
+                    'tables': len(self.dbmeta.get('tables') or {}),
+                    'rows': sum((self.dbmeta.get('tables') or {}).values())}
+        safety_set = (safety or {}).get('dir') or (safety or {}).get('skipped')
+        if self.authentik_target:
+            return {
+                'stop': [a['name'] for a in apps if a['running']],
+                'database': database,
+                'files': [{'name': f['name'], 'dest': f['dest']} for f in files],
+                'env': env['dest'] if env else None,
+                'safety_set': safety_set,
+            }
+        database.update({'name': self.db.database, 'recorded_name': self.dbmeta.get('name'),
+                         'owner': self.owner, 'owner_source': self.owner_source,
+                         'server_version': self.dbmeta.get('server_version'),
+                         'set_section': self.source_section})
+        return {'stop': [a['name'] for a in apps if a['running']], 'database': database, 'safety_set': safety_set}
+
+    # ----- the whole restore
+    def run(self):
+        params = self.params
+        check_mode = self.module.check_mode
+        self.load_set()
+        self.db, self.engine = _postgres.database_from_params(params)
+        if self.engine is None and (params['app_containers'] or params.get('compose_project')):
+            from ansible_collections.idp.recovery.plugins.module_utils._docker import DockerEngine
+            self.engine = DockerEngine(params['docker_host'])
+        apps = self.app_containers() if self.engine is not None else []
+        if self.source_section != self.section and apps:
+            self.module.warn('%s is an Authentik set: only its database is restored, without the version gate, files '
+                             'or .env, and the app containers start on it again; restore Authentik with %s'
+                             % (self.set_dir, MODULES[AUTHENTIK]))
+        target_exists = _postgres.database_exists(self.db, self.db.database)
+        self.owner_source = self.resolve_owner()['source']
+        files = self.files = self.file_plan()
+        env = self.env_plan()
+        safety = self.safety_plan(target_exists)
+        plan = self.make_plan(apps, target_exists, files, env, safety)
+        self.result['plan'] = plan
+
+        self.steps.run('verify', self.verify, check_mode)
+        if self.authentik_target:
+            self.version_gate(apps, plan)
+        health_url = self.health_url(apps) if apps or params['health_url'] else None
+        plan['health_url'] = health_url
+        if check_mode:
+            self.result['changed'] = True
+            self.result['recovery_seconds'] = self.steps.total()
+            return self.result
+
+        self.result['changed'] = True
+        try:
+            self.steps.run('stop_apps', self.stop_apps, apps)
+            if safety and safety.get('dir'):
+                self.steps.run('safety_backup', self.safety_dump, safety, files)
+                self.result['safety_set'] = self.safety_set
+        except RecoveryError as exc:
+            restart_error = self._restart_quietly()
+            raise RecoveryError(exc.msg + ('; restarting the app containers failed too: %s' % restart_error
+                                           if restart_error else ''), steps=self.steps.done, plan=plan)
+        try:
+            self.steps.run('recreate_database', self.recreate)
+            self.steps.run('restore_database', self.restore_database, self.set_dir, self.dbmeta, self.keys)
+            self.steps.run('compare_counts', self.compare, self.dbmeta)
+            if self.authentik_target:
+                self.steps.run('restore_files', self.restore_files, files, env)
+        except RecoveryError as exc:
+            raise self._rollback(exc, plan)
+        self.steps.run('start_apps', self.start_apps)
+        if health_url:
+            self.steps.run('health', self.health, health_url)
+        self.result['recovery_seconds'] = self.steps.total()
+        return self.result
+
+    def _restart_quietly(self):
+        try:
+            self.start_apps()
+        except RecoveryError as exc:
+            return exc.msg
+        return None
+
+    def _rollback(self, error, plan):
+        messages = ['restore failed: %s' % error.msg]
+        rolled_back = False
+        if self.safety_set:
+            try:
+                safety_meta = (_backup_set.read_metadata(self.safety_set).get(self.section) or {}).get('database') or {}
+                self.steps.run('rollback_recreate', self.recreate)
+                self.steps.run('rollback_restore', self.restore_database, self.safety_set, safety_meta,
+                               self.safety_keys or Keys())
+                self.steps.run('rollback_compare', self.compare, safety_meta)
+                if self.authentik_target:
+                    self.steps.run('rollback_files', self.rollback_files)
+                rolled_back = True
+                messages.append('the database was rolled back to the safety set %s' % self.safety_set)
+            except RecoveryError as exc:
+                messages.append('rolling back to the safety set %s failed too: %s' % (self.safety_set, exc.msg))
+        else:
+            messages.append('no safety set was taken, the database was not rolled back')
+        restart_error = self._restart_quietly()
+        if restart_error:
+            messages.append('restarting the app containers failed: %s' % restart_error)
+        elif self.stopped:
+            messages.append('the app containers were started again')
+        return RecoveryError('; '.join(messages), steps=self.steps.done, plan=plan, rolled_back=rolled_back,
+                             safety_set=self.safety_set)
+
+
+def role_exists(db, role):
+    """Whether a role of that name exists on the server of db."""
+    out = db.run_sql('SELECT 1 FROM pg_roles WHERE rolname = %s' % _postgres.quote_literal(role), database='postgres')
+    return out.strip() == '1'
+
+
+def run(module, section):
+    """The restore of a module (``section`` 'authentik' or 'postgres'); on failure the error says how far it got."""
+    restore = Restore(module, section)
+    try:
+        return restore.run()
+    except RecoveryError as exc:
+        # whatever failed, say how far the restore got
+        for key in PROGRESS_KEYS:
+            if key in restore.result and key not in exc.details:
+                exc.details[key] = restore.result[key]
+        exc.details.setdefault('recovery_seconds', restore.steps.total())
+        raise
+
+
+def run_authentik(module):
+    return run(module, AUTHENTIK)
+
+
+def run_postgres(module):
+    return run(module, POSTGRES)

@@ -1,0 +1,377 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright (c) idp.recovery contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+module: drill_report
+short_description: Judge a restore drill against its RTO and RPO targets and write its JSON and HTML reports and metrics
+version_added: 0.1.0
+description:
+  - Takes what a restore drill measured for each service (the set it fetched, the timed recovery steps, the checks
+    run on the restored data) and decides the verdict. The drill passes only when every service has a set, no step
+    and no check failed, the recovery time (RTO, the sum of the service's step times) is within O(rto_target) and the
+    age of the set at the start of the drill (RPO, the data-loss window) is within O(rpo_target). A service without
+    a set, or whose set time is unknown, fails. A service with a set but no recorded step, or (with
+    O(require_checks)) without any check, fails too, as nothing would prove its restore.
+  - Writes C(<name>.json) and C(<name>.html) into O(dest_dir) (mode 0600, each through a temporary file and a
+    rename), then replaces C(latest.json) and C(latest.html) there with copies of them. The HTML page is one
+    self-contained file (inline CSS and SVG, no script, nothing fetched) with the verdict, the reasons, a bar chart
+    of the step timings against the RTO target, and the checks. See the collection's C(docs/drill-report.md).
+  - With O(metrics_file), writes a Prometheus textfile for node_exporter's textfile collector. The time of the last
+    passed drill is carried over from the existing file when this drill failed.
+  - The module needs no secret and writes none; O(context) is shown in the report as it is given.
+author:
+  - idp.recovery maintainers (@idp-recovery)
+extends_documentation_fragment:
+  - idp.recovery.attributes
+attributes:
+  check_mode:
+    support: full
+    details:
+      - Computes the verdict and everything returned, with the paths that would be written, and writes nothing.
+  diff_mode:
+    support: none
+options:
+  dest_dir:
+    description:
+      - Directory of the reports; created with mode 0700 when missing.
+    type: path
+    required: true
+  name:
+    description:
+      - Base name of the report files instead of C(drill-<UTC stamp of started>). Letters, digits, C(.), C(_) and
+        C(-); C(latest) is reserved.
+    type: str
+    aliases: [report_name]
+  started:
+    description:
+      - When the drill started, in epoch seconds. The age of each set is measured at this time.
+    type: float
+    required: true
+  finished:
+    description:
+      - When the drill finished, in epoch seconds. Defaults to now.
+    type: float
+  rto_target:
+    description:
+      - The recovery time objective of each service, as seconds or a duration such as V(90s), V(45m), V(4h), V(1d),
+        V(1h30m) or ISO-8601 V(PT4H), V(P1D).
+    type: raw
+    required: true
+  rpo_target:
+    description:
+      - The recovery point objective, the largest acceptable age of a restored set, in the same forms as
+        O(rto_target).
+    type: raw
+    required: true
+  services:
+    description:
+      - One dict per drilled service with the keys C(name) (required, unique), C(kind), C(set) (the path of the set
+        restored; empty when none was fetched), C(stamp), C(set_timestamp) (ISO-8601 UTC, epoch seconds or a set
+        stamp; defaults to the time of C(stamp)), C(source) (where the set was fetched from), C(target) (where it
+        was restored), C(error) (the service's drill stopped early), C(steps) and C(checks).
+      - C(steps) is a list of C({name, seconds, ok (default true), error, detail (dict)}) in the order they ran.
+      - C(checks) is a list of C({name, kind, ok (required), detail, expected, actual}). C(kind) is free text, for
+        example C(row_counts), C(version), C(sql), C(http), C(ory_token), C(keto), C(identity), C(verify), C(guard).
+    type: list
+    elements: dict
+    required: true
+  context:
+    description:
+      - Facts shown in the report header, for example C(host), C(playbook), C(offsite) or C(mode). Never put secrets
+        here; the report is meant to be handed to auditors.
+    type: dict
+    default: {}
+  require_checks:
+    description:
+      - Fail a service that has a set and steps but no check at all.
+    type: bool
+    default: true
+  metrics_file:
+    description:
+      - Path of a Prometheus textfile to write (through a temporary file in the same directory and a rename), for
+        node_exporter's C(--collector.textfile.directory). Its directory must exist.
+      - 'Metrics (gauges): C(idp_recovery_drill_last_run_timestamp_seconds),
+        C(idp_recovery_drill_last_success_timestamp_seconds), C(idp_recovery_drill_success),
+        C(idp_recovery_drill_duration_seconds), and labelled C(service) and C(kind):
+        C(idp_recovery_drill_rto_seconds), C(idp_recovery_drill_rpo_seconds), C(idp_recovery_drill_rto_target_seconds),
+        C(idp_recovery_drill_rpo_target_seconds), C(idp_recovery_drill_service_success),
+        C(idp_recovery_drill_checks_failed).'
+    type: path
+  metrics_mode:
+    description:
+      - Mode of O(metrics_file), octal as a string or an integer. It holds no secret and the collector must read it.
+    type: raw
+    default: '0644'
+  fail_on_failure:
+    description:
+      - Fail the task, after writing every file, when the drill failed; the message lists every reason.
+      - With V(false) the task succeeds and RV(result) says V(failed).
+    type: bool
+    default: true
+seealso:
+  - module: idp.recovery.offsite_fetch
+  - module: idp.recovery.backup_set
+'''
+
+EXAMPLES = r'''
+- name: Write the drill report and let the play decide
+  idp.recovery.drill_report:
+    dest_dir: /var/lib/idp-recovery/drills
+    started: "{{ drill_started }}"
+    rto_target: 4h
+    rpo_target: 24h
+    context:
+      host: "{{ inventory_hostname }}"
+      playbook: idp.recovery.drill
+      offsite: s3 idp-backups/prod
+    services:
+      - name: authentik
+        kind: authentik
+        set: /var/tmp/drill/authentik/20261122T030000Z
+        stamp: 20261122T030000Z
+        source: offsite s3 idp-backups/prod
+        target: scratch container idp-drill-pg
+        steps:
+          - {name: fetch, seconds: 42.1}
+          - {name: verify, seconds: 3.4}
+          - {name: restore, seconds: 118.0}
+          - {name: checks, seconds: 6.2}
+        checks:
+          - {name: row counts, kind: row_counts, ok: true, detail: 212 tables equal}
+          - {name: version, kind: version, ok: true, detail: 2025.10.1}
+    metrics_file: /var/lib/prometheus/node-exporter/idp_recovery_drill.prom
+    fail_on_failure: false
+  register: drill
+
+- name: Fail with every reason
+  ansible.builtin.fail:
+    msg: "{{ drill.reasons | join('; ') }}"
+  when: drill.result == 'failed'
+'''
+
+RETURN = r'''
+result:
+  description: The verdict.
+  returned: always
+  type: str
+  choices: [passed, failed]
+reasons:
+  description:
+    - 'Why the drill failed, one sentence each, for example C(authentik: recovery took 5h 2m, target 4h).'
+  returned: always
+  type: list
+  elements: str
+warnings_found:
+  description: Observations that do not fail the drill (a set dated after the drill started).
+  returned: always
+  type: list
+  elements: str
+report_json:
+  description: Path of the JSON report (written, or that would be written in check mode).
+  returned: always
+  type: str
+report_html:
+  description: Path of the HTML report.
+  returned: always
+  type: str
+latest_json:
+  description: Path of C(latest.json).
+  returned: always
+  type: str
+latest_html:
+  description: Path of C(latest.html).
+  returned: always
+  type: str
+metrics_file:
+  description: Path of the metrics textfile.
+  returned: when O(metrics_file) is given
+  type: str
+last_success_timestamp:
+  description: The last passed drill in epoch seconds, this one or the one carried over from O(metrics_file).
+  returned: always
+  type: float
+services:
+  description: Per service, the measures and the outcome.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    name:
+      description: The service.
+      type: str
+    kind:
+      description: Its kind.
+      type: str
+    result:
+      description: V(passed) or V(failed).
+      type: str
+    rto_seconds:
+      description: The recovery time, the sum of the step times.
+      type: float
+    rpo_seconds:
+      description: The age of the set at the start of the drill; null when unknown.
+      type: float
+    rto_human:
+      description: The recovery time, readable (C(1h 02m 03s)).
+      type: str
+    rpo_human:
+      description: The age of the set, readable; null when unknown.
+      type: str
+    rto_ok:
+      description: Whether the recovery time is within the target.
+      type: bool
+    rpo_ok:
+      description: Whether the age of the set is known and within the target.
+      type: bool
+    checks_total:
+      description: Number of checks.
+      type: int
+    checks_failed:
+      description: Number of failed checks.
+      type: int
+    steps_failed:
+      description: Number of failed steps.
+      type: int
+rto_target_seconds:
+  description: The RTO target in seconds.
+  returned: always
+  type: float
+rto_target_human:
+  description: The RTO target, readable (C(4h)).
+  returned: always
+  type: str
+rpo_target_human:
+  description: The RPO target, readable (C(24h)).
+  returned: always
+  type: str
+rpo_target_seconds:
+  description: The RPO target in seconds.
+  returned: always
+  type: float
+duration_seconds:
+  description: From O(started) to O(finished).
+  returned: always
+  type: float
+'''
+
+import os
+import time
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.idp.recovery.plugins.module_utils import _drill
+from ansible_collections.idp.recovery.plugins.module_utils._common import RecoveryError, ensure_dir, write_file_atomic
+from ansible_collections.idp.recovery.plugins.module_utils._module import run_module
+
+
+def _mode(value):
+    try:
+        mode = int(value, 8) if isinstance(value, str) else int(value)
+    except (TypeError, ValueError):
+        raise RecoveryError('metrics_mode must be an octal mode such as 0644, got %r' % (value,))
+    if isinstance(value, bool) or not 0 <= mode <= 0o7777:
+        raise RecoveryError('metrics_mode must be an octal mode such as 0644, got %r' % (value,))
+    return mode
+
+
+def _previous_success(module, path):
+    try:
+        with open(path, 'rb') as handle:
+            return _drill.read_previous_success(handle.read().decode('utf-8', 'replace'))
+    except (IOError, OSError) as exc:
+        if os.path.exists(path):
+            module.warn('cannot read %s, the time of the last passed drill is not carried over: %s'
+                        % (path, exc.strerror or exc))
+        return None
+
+
+def run(module):
+    params = module.params
+    finished = params['finished'] if params['finished'] is not None else time.time()
+    report = _drill.build_report(params['services'], params['started'], finished, params['rto_target'],
+                                 params['rpo_target'], context=params['context'], name=params['name'],
+                                 generated=time.time(), require_checks=params['require_checks'])
+    dest_dir = os.path.abspath(params['dest_dir'])
+    if os.path.exists(dest_dir) and not os.path.isdir(dest_dir):
+        raise RecoveryError('dest_dir %s exists and is not a directory' % dest_dir)
+    metrics_file = params['metrics_file']
+    metrics_mode = _mode(params['metrics_mode'])
+    previous = None
+    if metrics_file:
+        metrics_file = os.path.abspath(metrics_file)
+        if not os.path.isdir(os.path.dirname(metrics_file)):
+            raise RecoveryError('the directory of metrics_file %s does not exist' % metrics_file)
+        if os.path.isdir(metrics_file):
+            raise RecoveryError('metrics_file %s is a directory' % metrics_file)
+        previous = _previous_success(module, metrics_file)
+    paths = {
+        'report_json': os.path.join(dest_dir, report['name'] + '.json'),
+        'report_html': os.path.join(dest_dir, report['name'] + '.html'),
+        'latest_json': os.path.join(dest_dir, 'latest.json'),
+        'latest_html': os.path.join(dest_dir, 'latest.html'),
+    }
+    report['files'] = {'json': os.path.basename(paths['report_json']), 'html': os.path.basename(paths['report_html'])}
+    report['last_success_timestamp'] = report['finished_timestamp'] if report['result'] == _drill.PASSED else previous
+    json_bytes = _drill.render_json(report)
+    html_bytes = _drill.render_html(report)
+    metrics_bytes = _drill.render_metrics(report, previous) if metrics_file else None
+    if not module.check_mode:
+        ensure_dir(dest_dir)
+        write_file_atomic(paths['report_json'], json_bytes)
+        write_file_atomic(paths['report_html'], html_bytes)
+        write_file_atomic(paths['latest_json'], json_bytes)
+        write_file_atomic(paths['latest_html'], html_bytes)
+        if metrics_file:
+            write_file_atomic(metrics_file, metrics_bytes, metrics_mode)
+    result = dict(paths)
+    result.update({
+        'changed': True,
+        'result': report['result'],
+        'reasons': report['reasons'],
+        'warnings_found': report['warnings'],
+        'services': _drill.summary(report),
+        'rto_target_seconds': report['rto_target_seconds'],
+        'rpo_target_seconds': report['rpo_target_seconds'],
+        'rto_target_human': report['rto_target_human'],
+        'rpo_target_human': report['rpo_target_human'],
+        'duration_seconds': report['duration_seconds'],
+        'last_success_timestamp': report['last_success_timestamp'],
+    })
+    if metrics_file:
+        result['metrics_file'] = metrics_file
+    for warning in report['warnings']:
+        module.warn(warning)
+    if report['result'] == _drill.FAILED and params['fail_on_failure']:
+        raise RecoveryError('the restore drill failed: %s' % '; '.join(report['reasons']), **result)
+    return result
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            dest_dir=dict(type='path', required=True),
+            name=dict(type='str', aliases=['report_name']),
+            started=dict(type='float', required=True),
+            finished=dict(type='float'),
+            rto_target=dict(type='raw', required=True),
+            rpo_target=dict(type='raw', required=True),
+            services=dict(type='list', elements='dict', required=True),
+            context=dict(type='dict', default={}),
+            require_checks=dict(type='bool', default=True),
+            metrics_file=dict(type='path'),
+            metrics_mode=dict(type='raw', default='0644'),
+            fail_on_failure=dict(type='bool', default=True),
+        ),
+        supports_check_mode=True,
+    )
+    run_module(module, run)
+
+
+if __name__ == '__main__':
+    main()
