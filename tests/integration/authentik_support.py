@@ -30,6 +30,7 @@ import secrets
 import stat
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -349,6 +350,47 @@ def remove_containers(*names):
 
 
 # Command line -------------------------------------------------------------------------------
+
+def pids_in_container(container, pattern):
+    """Host PIDs of the processes matching pattern that run in the container (and nowhere else)."""
+    container_id = subprocess.run(['docker', 'inspect', '-f', '{{.Id}}', container], capture_output=True,
+                                  check=True).stdout.decode().strip()
+    found = subprocess.run(['pgrep', '-f', pattern], capture_output=True, check=False).stdout.decode().split()
+    mine = []
+    for pid in found:
+        try:
+            with open('/proc/%s/cgroup' % pid, encoding='utf-8') as handle:
+                if container_id in handle.read():
+                    mine.append(pid)
+        except OSError:
+            pass
+    return mine
+
+
+def run_killing_in_container(command, container, pattern, timeout=300):
+    """Run a module command (argv, env, cwd as module_runner.command gives them) and SIGKILL the first
+    process matching pattern inside the container while it runs - a real fault, only in that container.
+    Returns (the module's JSON result, the PIDs killed)."""
+    argv, env, directory = command
+    proc = subprocess.Popen(argv, env=env, cwd=str(directory), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    killed = []
+
+    def kill_first():
+        deadline = time.time() + 120
+        while time.time() < deadline and proc.poll() is None:
+            pids = pids_in_container(container, pattern)
+            if pids:
+                subprocess.run(['kill', '-9'] + pids, check=False)
+                killed.extend(pids)
+                return
+            time.sleep(0.01)
+
+    killer = threading.Thread(target=kill_first)
+    killer.start()
+    out, _err = proc.communicate(timeout=timeout)
+    killer.join()
+    return json.loads(out.decode().strip().splitlines()[-1]), killed
+
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n', maxsplit=1)[0])

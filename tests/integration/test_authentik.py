@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -30,20 +29,6 @@ PREFIX = 'idp-test-ak-%s' % uuid.uuid4().hex[:6]
 
 def _docker(*argv, check=True):
     return subprocess.run(['docker'] + list(argv), capture_output=True, check=check)
-
-
-def _pids_in_container(container_id, pattern):
-    """Host PIDs of the processes matching pattern that run in the container (and nowhere else)."""
-    found = subprocess.run(['pgrep', '-f', pattern], capture_output=True, check=False).stdout.decode().split()
-    mine = []
-    for pid in found:
-        try:
-            with open('/proc/%s/cgroup' % pid) as handle:
-                if container_id in handle.read():
-                    mine.append(pid)
-        except OSError:
-            pass
-    return mine
 
 
 def _compose(project, service):
@@ -289,27 +274,9 @@ def test_failure_after_the_drop_rolls_back_to_the_safety_set(run_module, module_
     ak.psql(stack.db, "INSERT INTO authentik_core_group (group_uuid, name, is_superuser, attributes) "
                       "VALUES (gen_random_uuid(), 'added-after-backup', false, '{}')")
     live = ak.table_counts(stack.db)
-    argv, env, directory = module_runner.command('authentik_restore', **_restore_args(stack, set_dir, keys))
-    proc = subprocess.Popen(argv, env=env, cwd=str(directory), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    killed = []
-    container_id = _docker('inspect', '-f', '{{.Id}}', stack.db).stdout.decode().strip()
-
-    def kill_first_restore():
-        deadline = time.time() + 120
-        while time.time() < deadline and proc.poll() is None:
-            pids = _pids_in_container(container_id, '^pg_restore --exit-on-error')
-            if pids:
-                subprocess.run(['kill', '-9'] + pids, check=False)
-                killed.extend(pids)
-                return
-            time.sleep(0.01)
-
-    killer = threading.Thread(target=kill_first_restore)
-    killer.start()
-    out, _err = proc.communicate(timeout=300)
-    killer.join()
+    command = module_runner.command('authentik_restore', **_restore_args(stack, set_dir, keys))
+    result, killed = ak.run_killing_in_container(command, stack.db, '^pg_restore --exit-on-error')
     assert killed, 'pg_restore was never seen running'
-    result = json.loads(out.decode().strip().splitlines()[-1])
     assert result.get('failed'), result
     assert 'pg_restore' in result['msg'] and 'rolled back' in result['msg'], result['msg']
     assert result['rolled_back'] is True
