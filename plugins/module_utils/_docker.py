@@ -163,10 +163,12 @@ class DockerEngine(object):
                 network, self.base_url, _api_message(exc)), network=network)
 
     def create_container(self, name, image, command=None, env=None, labels=None, network=None, tmpfs=None,
-                         shm_size=None):
-        """Create (not start) a container without published ports; return its ID."""
+                         shm_size=None, extra_hosts=None):
+        """Create (not start) a container without published ports; return its ID.
+
+        extra_hosts: {host name: address} added to the container's /etc/hosts."""
         host_config = self.api.create_host_config(network_mode=network or 'bridge', tmpfs=tmpfs or None,
-                                                  shm_size=shm_size or None)
+                                                  shm_size=shm_size or None, extra_hosts=extra_hosts or None)
         networking_config = None
         if network:
             networking_config = self.api.create_networking_config({network: self.api.create_endpoint_config()})
