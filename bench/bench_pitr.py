@@ -62,18 +62,6 @@ def sql(container, text):
     return ps.sql(container, text)
 
 
-def wait_archived(container, timeout=300):
-    segment = sql(container, 'SELECT pg_walfile_name(pg_switch_wal())')
-    deadline = time.monotonic() + timeout
-    while True:
-        last = sql(container, "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver")
-        if last and last[8:] >= segment[8:]:
-            return segment
-        if time.monotonic() > deadline:
-            raise SystemExit('segment %s not archived after %s s (last %s)' % (segment, timeout, last))
-        time.sleep(0.5)
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n', maxsplit=1)[0])
     parser.add_argument('--size', default='1G', help='database size to grow the fixture to (default 1G)')
@@ -113,7 +101,7 @@ def main(argv=None):
         time.sleep(1.1)
         sql(LIVE, 'INSERT INTO bench_after_backup (id) SELECT g FROM generate_series(%d, %d) g'
             % (ROWS_BEFORE + 1, ROWS_BEFORE + ROWS_AFTER))
-        wait_archived(LIVE)
+        ps.wait_archived(LIVE, timeout=300)
 
         ps.start_postgres(LOGICAL, s3)
         dump_host = os.path.join(bench.run_dir, 'bench.dump')

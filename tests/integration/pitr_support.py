@@ -148,6 +148,19 @@ def wait_sql(container, timeout=60):
         time.sleep(0.3)
 
 
+def wait_archived(container, timeout=90):
+    """Switch WAL and wait until the switched segment is archived; return its name."""
+    segment = sql(container, 'SELECT pg_walfile_name(pg_switch_wal())')
+    deadline = time.monotonic() + timeout
+    while True:
+        last = sql(container, "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver")
+        if last and last[8:] >= segment[8:]:
+            return segment
+        if time.monotonic() > deadline:
+            raise AssertionError('segment %s not archived after %s s (last %s)' % (segment, timeout, last))
+        time.sleep(0.3)
+
+
 def remove(*names):
     if names:
         subprocess.run(['docker', 'rm', '-f', '-v'] + list(names), capture_output=True, check=False)

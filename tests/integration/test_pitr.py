@@ -20,7 +20,18 @@ import time
 
 import pytest
 
-from pitr_support import IMAGE, S3_NAME, SECRET_KEY, TlsS3, docker, have_prerequisites, remove, sql, start_postgres
+from pitr_support import (
+    IMAGE,
+    S3_NAME,
+    SECRET_KEY,
+    TlsS3,
+    docker,
+    have_prerequisites,
+    remove,
+    sql,
+    start_postgres,
+    wait_archived,
+)
 
 STANZA = 'authentik'
 CIPHER = 'pitr-cipher-%s' % os.urandom(8).hex()
@@ -99,19 +110,6 @@ def staged(text):
 
 def server_time(container):
     return sql(container, "SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')")
-
-
-def wait_archived(container, timeout=90):
-    """Switch WAL and wait until the switched segment is archived; return its name."""
-    segment = sql(container, 'SELECT pg_walfile_name(pg_switch_wal())')
-    deadline = time.monotonic() + timeout
-    while True:
-        last = sql(container, "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver")
-        if last and last[8:] >= segment[8:]:
-            return segment
-        if time.monotonic() > deadline:
-            raise AssertionError('segment %s not archived after %s s (last %s)' % (segment, timeout, last))
-        time.sleep(0.3)
 
 
 def test_restore_to_a_time_and_to_a_restore_point(live, s3, module_runner):
