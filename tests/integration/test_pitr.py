@@ -148,6 +148,17 @@ def test_restore_to_a_time_and_to_a_restore_point(live, s3, module_runner):
     assert sql(live, 'SELECT timeline_id FROM pg_control_checkpoint()') == '1'
 
 
+def test_restore_to_a_backup_label(live, s3, module_runner):
+    """A label: the backup itself, up to its consistency point - none of the rows written since."""
+    info = ok(module_runner('pgbackrest', stanza=STANZA, container=live, command='info'))['info']
+    first = info['backups'][0]['label']
+    assert int(sql(live, 'SELECT count(*) FROM items')) > 0
+    restored = ok(module_runner('pgbackrest_restore', **restore_args(s3, target_type='immediate', backup_set=first)))
+    assert restored['backup_set'] == first and restored['target_reached']
+    assert staged('SELECT count(*) FROM items') == '0'
+    assert staged("SELECT to_regclass('audit') IS NOT NULL") == 't'
+
+
 def test_archiving_survives_an_unreachable_repository(live, s3, module_runner):
     before = sql(live, 'SELECT failed_count FROM pg_stat_archiver')
     s3.stop()
