@@ -135,13 +135,18 @@ def test_secrets_stay_out_of_argv_and_results(tmp_path, keys, s3_server, run_mod
 
 
 def _wait_for_upload_in_flight(directory, timeout=60):
-    """Wait until the server holds part of the upload (a temporary object or a first payload)."""
+    """Wait until the server holds part of a payload (its temporary object or the object itself).
+
+    metadata.json goes first and is small: waiting for any object would sometimes stop the
+    server between metadata.json and the first payload, and the run would then fail on
+    metadata.json rather than in the middle of a payload.
+    """
     deadline = time.time() + timeout
     while time.time() < deadline:
         if directory.exists():
             for current, _dirs, files in os.walk(str(directory)):
                 for name in files:
-                    if os.path.getsize(os.path.join(current, name)) > 0:
+                    if 'payload-' in name and os.path.getsize(os.path.join(current, name)) > 0:
                         return
         time.sleep(0.05)
     raise AssertionError('the upload never started')
