@@ -90,6 +90,24 @@ def pick_database(metadata, section, set_dir):
                         path=set_dir, kind=kind)
 
 
+def argument_spec(app_containers, **extra):
+    """The options every database restore module takes (documented in the idp.recovery.restore fragment)."""
+    spec = dict(
+        set_dir=dict(type='path', required=True),
+        owner=dict(type='str'),
+        app_containers=dict(type='list', elements='str', default=list(app_containers)),
+        safety_backup=dict(type='bool', default=True),
+        safety_root=dict(type='path'),
+        safety_recipients=dict(type='list', elements='str'),
+        jobs=dict(type='int', default=2),
+        tmpdir=dict(type='str'),
+        health_url=dict(type='str'),
+        health_timeout=dict(type='int', default=300),
+    )
+    spec.update(extra)
+    return spec
+
+
 def default_safety_root(set_dir):
     """``<root>/<service>-pre-restore`` for the set ``<root>/<service>/<stamp>``."""
     return os.path.join(os.path.dirname(os.path.dirname(set_dir)),

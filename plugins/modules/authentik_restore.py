@@ -36,6 +36,7 @@ author:
 extends_documentation_fragment:
   - idp.recovery.attributes
   - idp.recovery.postgres
+  - idp.recovery.restore
   - idp.recovery.encryption.DECRYPT
 attributes:
   check_mode:
@@ -44,11 +45,6 @@ attributes:
   diff_mode:
     support: none
 options:
-  set_dir:
-    description:
-      - The complete backup set to restore.
-    type: path
-    required: true
   user:
     description:
       - Database role to connect as. It must be allowed to drop and create the database (the Authentik
@@ -99,27 +95,6 @@ options:
       - Dump the current target into a backup set of its own before dropping anything.
     type: bool
     default: true
-  safety_root:
-    description:
-      - Where the safety set goes (C(SAFETY_ROOT/STAMP)). Defaults to C(SERVICE-pre-restore) beside the
-        service directory of O(set_dir).
-    type: path
-  safety_recipients:
-    description:
-      - age recipients of the safety set. Defaults to the recipients recorded in O(set_dir) (whoever can read
-        the set can read its safety set); with a passphrase set, O(passphrase) is used.
-    type: list
-    elements: str
-  jobs:
-    description:
-      - Parallel jobs of C(pg_restore) for custom dumps (1 restores in a single transaction).
-    type: int
-    default: 2
-  tmpdir:
-    description:
-      - Directory for the temporary decrypted custom dump (inside the database container with O(container)).
-        Defaults to C(/tmp) there, to the system temporary directory on this host.
-    type: str
   restore_files:
     description:
       - Restore the file directories of the set.
@@ -264,27 +239,18 @@ def main():
         container_path=dict(type='str'),
         required=dict(type='bool', default=False),
     )
-    argument_spec = dict(
-        set_dir=dict(type='path', required=True),
-        owner=dict(type='str'),
-        app_containers=dict(type='list', elements='str', default=list(_authentik.DEFAULT_APP_CONTAINERS)),
+    argument_spec = _restore.argument_spec(
+        app_containers=_authentik.DEFAULT_APP_CONTAINERS,
         compose_project=dict(type='str'),
         keep_services=dict(type='list', elements='str', default=['postgresql', 'postgres', 'db', 'redis']),
         target_version=dict(type='str'),
         force_version=dict(type='bool', default=False),
-        safety_backup=dict(type='bool', default=True),
-        safety_root=dict(type='path'),
-        safety_recipients=dict(type='list', elements='str'),
-        jobs=dict(type='int', default=2),
-        tmpdir=dict(type='str'),
         restore_files=dict(type='bool', default=True),
         compose_dir=dict(type='path'),
         files=dict(type='list', elements='dict', options=file_options),
         files_container=dict(type='str'),
         restore_env=dict(type='bool', default=False),
         env_file=dict(type='path'),
-        health_url=dict(type='str'),
-        health_timeout=dict(type='int', default=300),
     )
     argument_spec.update(_postgres.database_argument_spec(user='authentik', database='authentik'))
     argument_spec.update(decrypt_argument_spec())

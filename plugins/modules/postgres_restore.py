@@ -40,6 +40,7 @@ author:
 extends_documentation_fragment:
   - idp.recovery.attributes
   - idp.recovery.postgres
+  - idp.recovery.restore
   - idp.recovery.encryption.DECRYPT
 attributes:
   check_mode:
@@ -48,11 +49,6 @@ attributes:
   diff_mode:
     support: none
 options:
-  set_dir:
-    description:
-      - The complete backup set to restore.
-    type: path
-    required: true
   user:
     description:
       - Database role to connect as. It must be allowed to drop and create the database (a superuser, or the owner
@@ -85,27 +81,6 @@ options:
         plan) when the target database does not exist.
     type: bool
     default: true
-  safety_root:
-    description:
-      - Where the safety set goes (C(SAFETY_ROOT/STAMP)). Defaults to C(SERVICE-pre-restore) beside the
-        service directory of O(set_dir).
-    type: path
-  safety_recipients:
-    description:
-      - age recipients of the safety set. Defaults to the recipients recorded in O(set_dir) (whoever can read
-        the set can read its safety set); with a passphrase set, O(passphrase) is used.
-    type: list
-    elements: str
-  jobs:
-    description:
-      - Parallel jobs of C(pg_restore) for custom dumps (1 restores in a single transaction).
-    type: int
-    default: 2
-  tmpdir:
-    description:
-      - Directory for the temporary decrypted custom dump (inside the database container with O(container)).
-        Defaults to C(/tmp) there, to the system temporary directory on this host.
-    type: str
   health_url:
     description:
       - URL that answers 200 once the application is ready again after the restore. By default (and with an empty
@@ -231,18 +206,7 @@ from ansible_collections.idp.recovery.plugins.module_utils._module import run_mo
 
 
 def main():
-    argument_spec = dict(
-        set_dir=dict(type='path', required=True),
-        owner=dict(type='str'),
-        app_containers=dict(type='list', elements='str', default=[]),
-        safety_backup=dict(type='bool', default=True),
-        safety_root=dict(type='path'),
-        safety_recipients=dict(type='list', elements='str'),
-        jobs=dict(type='int', default=2),
-        tmpdir=dict(type='str'),
-        health_url=dict(type='str'),
-        health_timeout=dict(type='int', default=300),
-    )
+    argument_spec = _restore.argument_spec(app_containers=[])
     argument_spec.update(_postgres.database_argument_spec(user='postgres', database=None))
     argument_spec.update(decrypt_argument_spec())
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
