@@ -14,6 +14,10 @@ options:
   set_dir:
     description:
       - The complete backup set to restore.
+      - It is verified first, in check mode too, and refused when it holds a file its manifest does not list, a
+        symbolic link, a payload that differs from the SHA-256 and size recorded in its C(metadata.json), a payload
+        path in C(metadata.json) that is absolute, holds C(..) or is not listed, or a C(format_version) newer than
+        this collection reads. Payloads are read only at paths inside the set that the manifest lists.
     type: path
     required: true
   jobs:

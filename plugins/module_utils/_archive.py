@@ -14,6 +14,7 @@ it already holds a source, and how an extraction knows its target already holds 
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
+import errno
 import hashlib
 import os
 import stat
@@ -209,41 +210,87 @@ def _safe_name(name):
     return '/'.join(parts) or '.'
 
 
-def _link_stays_inside(member_name, target):
+# the kernel follows at most this many symbolic links in one path lookup (MAXSYMLINKS)
+MAX_LINK_HOPS = 40
+
+
+def resolve_link(links, name, target):
+    """Where the symbolic link ``name -> target`` leads in a tree whose links are ``links``.
+
+    ``links`` maps the normalised member name of every symbolic link of the tree to its target.
+    The target is walked component by component, the way the kernel walks it in the finished
+    tree: ``..`` climbs from the directory reached so far, and a component that is one of
+    ``links`` is replaced by that link's target, read from that link's directory. Any other
+    component counts as a directory (if it is not one, the kernel resolves nothing at all).
+
+    Returns the normalised name the target reaches (``''`` for the root itself). Raises
+    UnsafeArchive naming the link when the target is absolute, climbs above the root (by itself
+    or through a link on the way), or needs more than MAX_LINK_HOPS links, itself included.
+    """
+    def refuse(why):
+        return UnsafeArchive('symbolic link %s -> %s %s: refused' % (name, target, why))
+
     if target.startswith('/'):
-        return False
-    base = os.path.dirname(member_name) if member_name != '.' else ''
-    depth = 0
-    for part in (base.split('/') if base else []) + target.split('/'):
+        raise refuse('points outside the destination (an absolute target)')
+    reached = name.split('/')[:-1]
+    pending = list(reversed(target.split('/')))
+    via = None
+    hops = 1   # the link itself counts, as it does when the kernel opens it
+    while pending:
+        part = pending.pop()
         if part in ('', '.'):
             continue
         if part == '..':
-            depth -= 1
-            if depth < 0:
-                return False
-        else:
-            depth += 1
-    return True
+            if not reached:
+                raise refuse('points outside the destination' + (' (through the link %s)' % via if via else ''))
+            reached.pop()
+            continue
+        candidate = '/'.join(reached + [part])
+        if candidate not in links:
+            reached.append(part)
+            continue
+        hops += 1
+        if hops > MAX_LINK_HOPS:
+            raise refuse('goes through more than %d links, itself included (a loop?)' % MAX_LINK_HOPS)
+        via = candidate
+        text = links[candidate]
+        if text.startswith('/'):
+            raise refuse('points outside the destination (through the absolute link %s -> %s)' % (candidate, text))
+        pending.extend(reversed(text.split('/')))
+    return '/'.join(reached)
+
+
+_DIR_FLAGS = os.O_RDONLY | getattr(os, 'O_DIRECTORY', 0) | getattr(os, 'O_NOFOLLOW', 0) | getattr(os, 'O_CLOEXEC', 0)
+_FILE_FLAGS = (os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, 'O_NOFOLLOW', 0) | getattr(os, 'O_CLOEXEC', 0))
 
 
 class SafeExtractor(object):
     """Extract a tar stream into an existing, empty directory, refusing anything unsafe.
 
-    Refused: absolute names, ``..``, links pointing outside the directory, hard links to
-    anything but an earlier regular member, devices, FIFOs, duplicate names, and writes through
-    a symbolic link. Ownership is restored only when running as root. The caller owns the
-    directory and removes it when this raises.
+    Refused: absolute names, ``..``, symbolic links that lead outside the directory (resolved
+    through every other link of the archive, so chains such as ``b -> ../..`` and
+    ``x -> a/b/../../etc`` are caught), hard links to anything but an earlier regular member,
+    devices, FIFOs, duplicate names, members written below a symbolic link or a non-directory,
+    and, with ``max_bytes``, more file content than that. Every path is walked from the
+    directory one component at a time without following links (``O_NOFOLLOW``), and symbolic
+    links are created only after the last member, once all of them are known to stay inside.
+    Ownership is restored only when running as root. The caller owns the directory and removes
+    it when this raises.
     """
 
-    def __init__(self, root):
+    def __init__(self, root, max_bytes=None):
         self.root = root
+        self.max_bytes = max_bytes
         self.files = 0
         self.bytes = 0
-        self._dir_modes = []
+        self._dirs = []      # (name, member) of directory members: modes and times are set at the end
+        self._links = {}     # name -> target of the symbolic links, created at the end
+        self._link_members = []
         self._regular = set()
         self._seen = set()
         self._as_root = hasattr(os, 'geteuid') and os.geteuid() == 0
         self._entries = {}   # name -> (kind, mode, size, content) for the content digest
+        self._root_fd = None
 
     def tree_digest(self):
         """The content digest of what was extracted, in the order content_digest() walks a tree."""
@@ -267,46 +314,103 @@ class SafeExtractor(object):
             stack.extend(reversed(subdirs))
         return tree.hexdigest()
 
-    def _parent_fd_path(self, name):
-        """Create missing parents as real directories; refuse a parent that is not one."""
-        parts = name.split('/')[:-1]
-        current = self.root
-        for part in parts:
-            current = os.path.join(current, part)
-            try:
-                st = os.lstat(current)
-            except OSError:
-                os.mkdir(current, 0o700)
-                continue
-            if not stat.S_ISDIR(st.st_mode):
-                raise UnsafeArchive('member %s would be written through a non-directory (%s)' % (name, part))
-        return os.path.join(self.root, name)
+    def _parent_fd(self, name, create=True):
+        """An open descriptor of the directory that holds member ``name`` (the caller closes it).
 
-    def _meta(self, path, member, is_link=False):
+        Walked from the root one component at a time with O_NOFOLLOW; missing directories are
+        created (0700) when ``create``. A component that is a symbolic link of the archive, a
+        link on disk or anything but a directory is refused.
+        """
+        parts = name.split('/')[:-1]
+        fd = os.dup(self._root_fd)
+        try:
+            for index, part in enumerate(parts):
+                prefix = '/'.join(parts[:index + 1])
+                if prefix in self._links:
+                    raise UnsafeArchive('member %s would be written through the symbolic link %s: refused' % (name, prefix))
+                try:
+                    next_fd = os.open(part, _DIR_FLAGS, dir_fd=fd)
+                except OSError as exc:
+                    if exc.errno != errno.ENOENT or not create:
+                        if exc.errno in (errno.ENOTDIR, errno.ELOOP):
+                            raise UnsafeArchive('member %s would be written through a non-directory (%s): refused'
+                                                % (name, prefix))
+                        raise
+                    os.mkdir(part, 0o700, dir_fd=fd)
+                    next_fd = os.open(part, _DIR_FLAGS, dir_fd=fd)
+                os.close(fd)
+                fd = next_fd
+            return fd
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def _owner(self, target, member, **kwargs):
         if self._as_root:
             try:
-                os.lchown(path, member.uid, member.gid)
+                if isinstance(target, int):
+                    os.fchown(target, member.uid, member.gid)
+                else:
+                    os.chown(target, member.uid, member.gid, follow_symlinks=False, **kwargs)
             except OSError:
                 pass
-        if not is_link:
-            os.utime(path, (member.mtime, member.mtime))
 
     def __call__(self, stream):
         try:
             archive = tarfile.open(fileobj=stream, mode='r|')
         except tarfile.TarError as exc:
             raise RecoveryError('not a tar stream: %s' % exc)
+        current = None
         try:
+            self._root_fd = os.open(self.root, _DIR_FLAGS)
             for member in archive:
+                current = member.name
                 self._extract(archive, member)
+            current = None
+            self._finish()
         except tarfile.TarError as exc:
-            raise RecoveryError('broken tar stream: %s' % exc)
+            raise RecoveryError('broken tar stream%s: %s' % (' at member %s' % current if current else '', exc))
         except (OSError, IOError) as exc:
-            raise RecoveryError('cannot extract into %s: %s' % (self.root, exc.strerror or exc))
-        for path, mode, mtime in reversed(self._dir_modes):
-            os.chmod(path, mode)
-            os.utime(path, (mtime, mtime))
+            raise RecoveryError('cannot extract %sinto %s: %s' % (
+                'member %s ' % current if current else '', self.root, exc.strerror or exc))
+        finally:
+            if self._root_fd is not None:
+                os.close(self._root_fd)
+                self._root_fd = None
         return self.files
+
+    def _finish(self):
+        """Check every symbolic link against all the others, create them, then set directory modes."""
+        for name in self._links:
+            resolve_link(self._links, name, self._links[name])
+        for name, member in self._link_members:
+            parent = self._parent_fd(name, create=False)
+            try:
+                base = name.rsplit('/', 1)[-1]
+                os.symlink(self._links[name], base, dir_fd=parent)
+                self._owner(base, member, dir_fd=parent)
+            finally:
+                os.close(parent)
+        # deepest first: a directory made read-only must not stop the work below it
+        for name, member in sorted(self._dirs, key=lambda item: -item[0].count('/') if item[0] != '.' else 1):
+            if name == '.':
+                fd = os.dup(self._root_fd)
+            else:
+                parent = self._parent_fd(name, create=False)
+                try:
+                    fd = os.open(name.rsplit('/', 1)[-1], _DIR_FLAGS, dir_fd=parent)
+                finally:
+                    os.close(parent)
+            try:
+                self._owner(fd, member)
+                os.fchmod(fd, member.mode & 0o777)
+                os.utime(fd, (member.mtime, member.mtime))
+            finally:
+                os.close(fd)
+
+    def _too_big(self, name):
+        return UnsafeArchive('member %s: the archive expands beyond the %d bytes recorded at backup: refusing'
+                             % (name, self.max_bytes))
 
     def _extract(self, archive, member):
         name = _safe_name(member.name)
@@ -315,37 +419,65 @@ class SafeExtractor(object):
         self._seen.add(name)
         mode = member.mode & 0o777
         if member.isdir():
-            path = self.root if name == '.' else self._parent_fd_path(name)
             if name != '.':
+                parent = self._parent_fd(name)
                 try:
-                    os.mkdir(path, 0o700)
-                except OSError:
-                    if not os.path.isdir(path) or os.path.islink(path):
-                        raise UnsafeArchive('directory member %s clashes with an earlier member' % name)
-            self._meta(path, member)
-            self._dir_modes.append((path, mode, member.mtime))
+                    base = name.rsplit('/', 1)[-1]
+                    try:
+                        os.mkdir(base, 0o700, dir_fd=parent)
+                    except OSError as exc:
+                        if exc.errno != errno.EEXIST:
+                            raise
+                        # a directory made earlier as the parent of a member is fine; anything else clashes
+                        if not stat.S_ISDIR(os.stat(base, dir_fd=parent, follow_symlinks=False).st_mode):
+                            raise UnsafeArchive('directory member %s clashes with an earlier member' % name)
+                finally:
+                    os.close(parent)
+            self._dirs.append((name, member))
             self._entries[name] = ('d', mode, 0, '')
             return
         if name == '.':
             raise UnsafeArchive('the archive root must be a directory')
-        path = self._parent_fd_path(name)
+        parent = self._parent_fd(name)
+        try:
+            self._extract_into(archive, member, name, mode, parent, name.rsplit('/', 1)[-1])
+        finally:
+            os.close(parent)
+
+    def _extract_into(self, archive, member, name, mode, parent, base):
         if member.issym():
-            if not _link_stays_inside(name, member.linkname):
-                raise UnsafeArchive('symbolic link %s -> %s points outside the destination' % (name, member.linkname))
-            os.symlink(member.linkname, path)
-            self._meta(path, member, is_link=True)
+            if not member.linkname:
+                raise UnsafeArchive('symbolic link %s has an empty target: refused' % name)
+            if _lexists(base, parent):
+                # an earlier member below this name made it a directory
+                raise UnsafeArchive('symbolic link %s clashes with the directory of an earlier member: refused' % name)
+            # checked against the links known so far now, against all of them at the end
+            resolve_link(self._links, name, member.linkname)
+            self._links[name] = member.linkname
+            self._link_members.append((name, member))
             self._entries[name] = ('l', 0o777, 0, member.linkname)
             return
         if member.islnk():
             target = _safe_name(member.linkname)
             if target not in self._regular:
                 raise UnsafeArchive('hard link %s -> %s does not point at an earlier regular file' % (name, member.linkname))
-            os.link(os.path.join(self.root, target), path)
+            source = self._parent_fd(target, create=False)
+            try:
+                os.link(target.rsplit('/', 1)[-1], base, src_dir_fd=source, dst_dir_fd=parent, follow_symlinks=False)
+            finally:
+                os.close(source)
             self._entries[name] = ('h', self._entries[target][1], 0, target)
             return
         if not member.isreg():
             raise UnsafeArchive('member %s is a device, FIFO or other special file: refused' % name)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, 'O_NOFOLLOW', 0), 0o600)
+        if self.max_bytes is not None and self.bytes + member.size > self.max_bytes:
+            raise self._too_big(name)
+        try:
+            fd = os.open(base, _FILE_FLAGS, 0o600, dir_fd=parent)
+        except OSError as exc:
+            if exc.errno in (errno.EEXIST, errno.ELOOP):
+                raise UnsafeArchive('member %s clashes with an earlier member' % name)
+            raise
         digest = hashlib.sha256()
         with os.fdopen(fd, 'wb') as out:
             source = archive.extractfile(member)
@@ -354,12 +486,24 @@ class SafeExtractor(object):
                 digest.update(data)
                 out.write(data)
             size = copy_stream(source, write)
-            self.bytes += size
+            out.flush()
+            self._owner(out.fileno(), member)
+            os.fchmod(out.fileno(), mode)
+            os.utime(out.fileno(), (member.mtime, member.mtime))
+        self.bytes += size
         self._entries[name] = ('f', mode, size, DIGEST_PREFIX_FILE + digest.hexdigest())
-        self._meta(path, member)
-        os.chmod(path, mode)
         self._regular.add(name)
         self.files += 1
+
+
+def _lexists(name, dir_fd):
+    try:
+        os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except OSError as exc:
+        if exc.errno == errno.ENOENT:
+            return False
+        raise
+    return True
 
 
 class CountingSink(object):
@@ -389,18 +533,23 @@ class CountingSink(object):
 
 
 class RawWriter(object):
-    """A consumer that writes the stream to a file object and hashes it."""
+    """A consumer that writes the stream to a file object and hashes it (at most max_bytes)."""
 
-    def __init__(self, out):
+    def __init__(self, out, max_bytes=None):
         self.out = out
+        self.max_bytes = max_bytes
         self.sha256 = hashlib.sha256()
         self.bytes = 0
 
     def __call__(self, stream):
         def write(data):
+            self.bytes += len(data)
+            if self.max_bytes is not None and self.bytes > self.max_bytes:
+                raise UnsafeArchive('the payload expands beyond the %d bytes recorded at backup: refusing' % self.max_bytes)
             self.sha256.update(data)
             self.out.write(data)
-        self.bytes = copy_stream(stream, write)
+        self.bytes = 0
+        copy_stream(stream, write)
         return self.bytes
 
     def digest(self):

@@ -232,13 +232,14 @@ def read_facts(snapshot, require_authentik=True):
     return facts, authentik
 
 
-def dump_database(db, set_dir, fmt, backend, compressor, strict=True, section='authentik'):
+def dump_database(db, set_dir, fmt, backend, compressor, strict=True, section='authentik', snapshot=None):
     """Dump the database into the set (streamed, compressed, encrypted); return (rel, payload info, metadata).
 
     strict: the database must be Authentik's, with data in authentik_core_user (off for the
     safety dump of a restore target, which saves whatever state the target is in).
     section: the key of metadata.json that receives the database facts; any other than
     ``authentik`` (a generic PostgreSQL database) records no Authentik version or migrations.
+    snapshot: dump from this snapshot exported by the caller (see ``_postgres.SnapshotDump``).
     """
     required_tables = (REQUIRED_TABLE,) if strict else ()
     rel = payload_name(DB_PAYLOAD[fmt], compressor, backend)
@@ -247,16 +248,17 @@ def dump_database(db, set_dir, fmt, backend, compressor, strict=True, section='a
     started = time.time()
     # until the dump is complete and described, the set cannot be finalized
     _backup_set.begin_payload(set_dir, 'database', 'pg_dump of %s into %s' % (db.where, rel))
-    with _postgres.SnapshotDump(db, fmt, list(required_tables)) as snapshot:
-        facts, authentik = read_facts(snapshot, strict)
-        snapshot.start_counts()
-        sha256, size = run_to_file(snapshot.produce, stages, dest)
+    with _postgres.SnapshotDump(db, fmt, list(required_tables), snapshot=snapshot) as dump:
+        facts, authentik = read_facts(dump, strict)
+        dump.start_counts()
+        sha256, size = run_to_file(dump.produce, stages, dest)
         try:
-            counts = snapshot.counts_result()
+            counts = dump.counts_result()
         except RecoveryError:
             remove_quietly(dest)
             raise
-        sanity = snapshot.sanity
+        sanity = dump.sanity
+        snapshot_id = dump.source
     seconds = round(time.time() - started, 3)
     info = backend.public_description()
     info.update({
@@ -283,6 +285,8 @@ def dump_database(db, set_dir, fmt, backend, compressor, strict=True, section='a
             'format': fmt,
             'dump_bytes': sanity.bytes,
             'snapshot_consistent': True,
+            'snapshot': snapshot_id,
+            'snapshot_given': snapshot is not None,
             'tables': counts,
             'rows_total': sum(counts.values()),
             'seconds': seconds,
@@ -300,22 +304,33 @@ def dump_database(db, set_dir, fmt, backend, compressor, strict=True, section='a
     return rel, info, metadata
 
 
-def database_step(db, set_dir, fmt, backend, compressor, force=False, check_mode=False, section='authentik'):
+def database_step(db, set_dir, fmt, backend, compressor, force=False, check_mode=False, section='authentik',
+                  snapshot=None):
     """The database payload of a dump module: kept when the set holds one (unless force), planned in
-    check mode, else dumped. Returns (database result, section metadata or None)."""
+    check mode, else dumped (from the caller's exported snapshot when given). Returns (database
+    result, section metadata or None)."""
     strict = section == 'authentik'
+    if snapshot is not None:
+        _postgres.check_snapshot_id(snapshot)
     rel, info = recorded_database_payload(set_dir)
     recorded = _backup_set.read_metadata(set_dir).get(section) or {}
     if rel and not force:
         return _database_result(rel, info, recorded.get('database') or {}, changed=False), recorded
     if check_mode:
-        facts = _postgres.server_facts(db)
-        return {'changed': True, 'format': fmt, 'server_version': facts.get('server_version'),
-                'database_size': facts.get('database_size'),
-                'payload': payload_name(DB_PAYLOAD[fmt], compressor, backend)}, None
+        planned = {'changed': True, 'format': fmt, 'payload': payload_name(DB_PAYLOAD[fmt], compressor, backend)}
+        if snapshot is not None:
+            # the given snapshot must be importable now; nothing is dumped
+            with _postgres.SnapshotDump(db, fmt, snapshot=snapshot) as dump:
+                facts = dump.query_json(_postgres.SERVER_SQL) or {}
+            planned['snapshot'] = dump.source
+        else:
+            facts = _postgres.server_facts(db)
+        planned.update({'server_version': facts.get('server_version'), 'database_size': facts.get('database_size')})
+        return planned, None
     if rel:
         os.unlink(os.path.join(set_dir, rel))
-    rel, info, metadata = dump_database(db, set_dir, fmt, backend, compressor, strict=strict, section=section)
+    rel, info, metadata = dump_database(db, set_dir, fmt, backend, compressor, strict=strict, section=section,
+                                        snapshot=snapshot)
     return _database_result(rel, info, metadata['database'], changed=True), metadata
 
 
@@ -329,6 +344,7 @@ def _database_result(rel, info, database, changed):
         'seconds': info.get('seconds'),
         'tables': len(database.get('tables') or {}),
         'rows_total': database.get('rows_total'),
+        'snapshot': database.get('snapshot'),
         'server_version': database.get('server_version'),
         'database_size': database.get('size'),
     }

@@ -17,6 +17,7 @@ import json
 import math
 import re
 
+from ansible_collections.idp.recovery.plugins.module_utils._backup_set import CLOCK_SKEW_SECONDS
 from ansible_collections.idp.recovery.plugins.module_utils._common import RecoveryError, STAMP_FORMAT
 
 from html import escape as _html_escape
@@ -323,11 +324,22 @@ def normalise_service(service, index):
         'stamp': stamp,
         'set_timestamp': set_time,
         'source': _text(service.get('source'), what + '.source'),
+        'manifest_sha256': _digest(service.get('manifest_sha256'), what + '.manifest_sha256'),
         'target': _text(service.get('target'), what + '.target'),
         'error': _text(service.get('error'), what + '.error'),
         'steps': steps,
         'checks': checks,
     }
+
+
+def _digest(value, what):
+    """A SHA-256 in lower-case hex, or None when not given."""
+    text = _text(value, what)
+    if text is None:
+        return None
+    if not re.match(r'^[0-9a-fA-F]{64}$', text):
+        raise RecoveryError('%s must be a SHA-256 in hex (64 characters), got %r' % (what, text))
+    return text.lower()
 
 
 def _stamp_like(text):
@@ -374,11 +386,15 @@ def judge_service(service, started, rto_target, rpo_target, require_checks=True)
     steps_failed = [step for step in service['steps'] if not step['ok']]
     checks_failed = [check for check in service['checks'] if not check['ok']]
     rpo = None
+    future = False
     if service['set_timestamp'] is not None and service['set']:
         rpo = started - service['set_timestamp']
-        if rpo < -300:
-            warnings.append('%s: the set is dated %s after the drill started; check the clocks'
-                            % (name, short_duration(-rpo)))
+        if rpo < -CLOCK_SKEW_SECONDS:
+            future = True
+        elif rpo < 0:
+            warnings.append('%s: the set is dated %s after the drill started (within the %s of clock skew allowed); '
+                            'its age counts as 0' % (name, short_duration(-rpo), short_duration(CLOCK_SKEW_SECONDS)))
+            rpo = 0
     if not service['set']:
         text = '%s: no set was fetched, so the data-loss window is unknown' % name
         if service['error']:
@@ -396,8 +412,13 @@ def judge_service(service, started, rto_target, rpo_target, require_checks=True)
     rto_ok = rto <= rto_target
     if not rto_ok:
         reasons.append('%s: recovery took %s, target %s' % (name, _against(rto, rto_target), short_duration(rto_target)))
-    rpo_ok = rpo is not None and rpo <= rpo_target
-    if rpo is not None and not rpo_ok:
+    rpo_ok = rpo is not None and 0 <= rpo <= rpo_target
+    if future:
+        reasons.append('%s: the set is dated %s after the drill started (more than the %s of clock skew allowed), so '
+                       'its age is negative and the data-loss window is unknown; a clock was wrong or the set was '
+                       'renamed: check the clocks (NTP) and the stamp of the set' % (
+                           name, short_duration(-rpo), short_duration(CLOCK_SKEW_SECONDS)))
+    elif rpo is not None and not rpo_ok:
         reasons.append('%s: the set is %s old, target %s' % (name, _against(rpo, rpo_target), short_duration(rpo_target)))
     if service['set'] and not service['steps'] and not service['error']:
         reasons.append('%s: no recovery step was recorded, so nothing proves the restore' % name)
@@ -787,6 +808,7 @@ def _render_service(service, report, index):
     out.append(_meta([
         ('Set', esc(service['set']) if service['set'] else '%s none fetched' % _BAD),
         ('Stamp', esc(service['stamp'])),
+        ('SHA-256 of its manifest', esc(service['manifest_sha256'])),
         ('Set time', esc(service['set_time'])),
         ('Fetched from', esc(service['source'])),
         ('Restored into', esc(service['target'])),

@@ -684,7 +684,7 @@ def read_archive(set_dir, slug, keys, passphrase):
         raise RecoveryError('backup set %s holds no Kotauth tenant %s (it holds: %s)' % (
             set_dir, slug, ', '.join(sorted(tenants)) or 'none'), path=set_dir)
     recorded = tenants[slug]
-    path = os.path.join(set_dir, recorded['payload'])
+    path = _backup_set.payload_path(set_dir, recorded.get('payload'), what='kotauth.tenants.%s.payload' % slug)
     data = read_envelope_payload(path, keys)
     document = open_archive(data, passphrase, recorded.get('envelope_sha256'))
     return data, document, archive_facts(document), recorded

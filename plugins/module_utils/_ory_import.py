@@ -134,17 +134,20 @@ class Bundle(object):
         self.check_files()
 
     def check_files(self):
+        """Every file of the export is listed, a regular file and matches the manifest; then the whole set
+        verifies (no unlisted file, no link, every payload as metadata.json recorded it)."""
         manifest = dict(_backup_set.read_manifest(self.set_dir))
         for rel in self.ory.get('files') or {}:
-            if rel not in manifest:
-                raise RecoveryError('%s is recorded in the metadata but not in the manifest' % rel, path=self.set_dir)
-            full = os.path.join(self.set_dir, rel)
-            if not os.path.isfile(full):
-                raise RecoveryError('%s is missing from the set' % rel, path=self.set_dir)
+            full = _backup_set.payload_path(self.set_dir, rel, manifest, 'ory.files')
             digest, _size = hash_file(full)
             if digest != manifest[rel]:
                 raise RecoveryError('%s does not match its checksum in the manifest; the set is damaged' % rel,
                                     path=self.set_dir)
+        checks, _unlisted = _backup_set.verify_checksums(self.set_dir)
+        failed = [item['error'] for item in checks if not item['ok']]
+        if failed:
+            raise RecoveryError('backup set %s failed verification: %s' % (self.set_dir, '; '.join(failed)),
+                                path=self.set_dir, files=checks)
 
     def rel(self, name):
         return find_payload(self.set_dir, self.prefix, name, self.ory.get('files') or {})

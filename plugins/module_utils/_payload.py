@@ -163,13 +163,27 @@ def read_test(path, keys, description=None):
     return {'plain_bytes': sink.bytes, 'members': sink.members if sink.tar else None}
 
 
-def extract_payload(src, dest, keys, encryption=None, compression=None, fmt=None, force=False, check_mode=False):
-    """Extract a payload into dest (a directory for tar payloads, a file for raw ones)."""
+def extract_payload(src, dest, keys, encryption=None, compression=None, fmt=None, force=False, check_mode=False,
+                    verified=False):
+    """Extract a payload into dest (a directory for tar payloads, a file for raw ones).
+
+    A payload of a complete set must be a file its manifest lists, reached without a symbolic
+    link; unless the caller has just verified the whole set (verified), it and metadata.json are
+    checked against the manifest and the recorded SHA-256 before anything is read.
+    """
+    set_dir = _backup_set.find_set_dir(src)
+    if set_dir is not None and _backup_set.is_complete(set_dir):
+        rel = _rel_in_set(set_dir, src)
+        if verified:
+            _backup_set.payload_path(set_dir, rel)
+        else:
+            _backup_set.verified_file(set_dir, rel)
     if not os.path.isfile(src):
         raise RecoveryError('payload %s does not exist' % src, path=src)
     description = describe_payload(src, encryption, compression, fmt)
     result = {'changed': False, 'src': src, 'dest': dest, 'format': description['format']}
     wanted = (description['recorded'].get('source') or {}).get('digest')
+    limit = recorded_bytes(description['recorded'])
     if os.path.lexists(dest):
         if wanted and content_digest(dest) == wanted:
             result['msg'] = 'dest already holds the content of this payload'
@@ -185,21 +199,21 @@ def extract_payload(src, dest, keys, encryption=None, compression=None, fmt=None
     if description['format'] == 'tar':
         tmp = tempfile.mkdtemp(prefix='.%s.extract-' % os.path.basename(dest), dir=parent)
         try:
-            extractor = SafeExtractor(tmp)
+            extractor = SafeExtractor(tmp, max_bytes=limit)
             read_payload(src, description, keys, extractor)
             result.update({'files': extractor.files, 'bytes': extractor.bytes})
             if wanted and extractor.tree_digest() != wanted:
                 raise RecoveryError('%s: extracted tree does not match the recorded source digest' % src, path=src)
             _replace(tmp, dest)
         except BaseException:
-            remove_quietly(tmp)
+            _remove_extraction(tmp)
             raise
     else:
         tmp = temp_path_beside(dest, 'extract')
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, 'wb') as out:
-                writer = RawWriter(out)
+                writer = RawWriter(out, max_bytes=limit)
                 read_payload(src, description, keys, writer)
                 out.flush()
                 os.fsync(out.fileno())
@@ -215,6 +229,37 @@ def extract_payload(src, dest, keys, encryption=None, compression=None, fmt=None
             raise
     result['digest_checked'] = bool(wanted)
     return result
+
+
+def recorded_bytes(recorded):
+    """The plain size of a payload's source recorded at backup (content bytes of a tree), or None.
+
+    Extraction stops as soon as it passes this size: a payload that expands further is not the
+    one the set describes, and must not fill the disk before that shows.
+    """
+    size = (recorded.get('source') or {}).get('bytes')
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        return None
+    return size
+
+
+def _remove_extraction(tmp):
+    """Remove a failed extraction, read-only directories included (links are never followed)."""
+    if not os.path.isdir(tmp) or os.path.islink(tmp):
+        return
+    try:
+        os.chmod(tmp, 0o700)
+    except OSError:
+        pass
+    for current, dirs, _files in os.walk(tmp):
+        for name in dirs:
+            full = os.path.join(current, name)
+            if not os.path.islink(full):
+                try:
+                    os.chmod(full, 0o700)
+                except OSError:
+                    pass
+    remove_quietly(tmp)
 
 
 def _is_empty_dir(path):
@@ -249,15 +294,19 @@ def verify_set(set_dir, keys, decrypt='auto', kotauth_passphrase=None):
 
     decrypt: auto (when a key is given), always (a payload without its key fails), never.
     kotauth_passphrase: Kotauth tenant archives (bkp1) are also opened and their tag checked.
-    Returns (per-file results, unlisted files); raises RecoveryError naming every failed file.
+    Returns (per-file results, unlisted files); raises RecoveryError naming every failed file. A file
+    of the set that the manifest does not list, a symbolic link, a payload that differs from what
+    metadata.json recorded, or a path in metadata.json outside the set fails the verification
+    (see _backup_set.verify_checksums).
     """
     checks, unlisted = _backup_set.verify_checksums(set_dir)
+    manifest = dict(_backup_set.read_manifest(set_dir))
     payloads = (_backup_set.read_metadata(set_dir).get('payloads') or {})
     for item in checks:
         item['decrypted'] = None
         if not item['ok'] or item['path'] not in payloads or decrypt == 'never':
             continue
-        full = os.path.join(set_dir, item['path'])
+        full = _backup_set.payload_path(set_dir, item['path'], manifest)
         description = describe_payload(full)
         bkp1 = bool(kotauth_passphrase) and payloads[item['path']].get('content') == KOTAUTH_CONTENT
         if not keys.can_decrypt(description['encryption']):

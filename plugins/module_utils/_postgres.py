@@ -13,7 +13,9 @@ so the two give the same result.
 
 Consistency: a ``psql`` session holds a REPEATABLE READ transaction and exports its snapshot;
 ``pg_dump --snapshot`` dumps exactly that snapshot while the session counts every table's rows in
-it, so the counts recorded with a dump are the counts of the dump.
+it, so the counts recorded with a dump are the counts of the dump. Given a snapshot exported by the
+caller, the session imports it first (``SET TRANSACTION SNAPSHOT``) and exports it again for
+``pg_dump``: the dump and the counts are then of the caller's instant.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -40,6 +42,10 @@ TAIL_KEEP = 1024
 PLAIN_TRAILER = b'PostgreSQL database dump complete'
 # pg_dump / pg_restore / psql lines that mean the run failed, whatever the exit code says
 _FAILURE_LINE = re.compile(r'(^|: )(error|fatal|panic):|could not |aborting because of', re.I | re.M)
+
+# what PostgreSQL itself accepts as a snapshot identifier (SET TRANSACTION SNAPSHOT)
+_SNAPSHOT_CHARS = frozenset('0123456789ABCDEF-')
+SNAPSHOT_ID_MAX = 64
 
 # every ordinary and partitioned table outside the system schemas, with its exact row count
 COUNT_ROWS_SQL = r"""
@@ -74,6 +80,16 @@ def quote_ident(name):
 
 def quote_literal(text):
     return "'%s'" % text.replace("'", "''")
+
+
+def check_snapshot_id(snapshot):
+    """The identifier of an exported snapshot, as given; RecoveryError when it cannot be one."""
+    text = snapshot if isinstance(snapshot, str) else ''
+    if not text or len(text) > SNAPSHOT_ID_MAX or not set(text) <= _SNAPSHOT_CHARS or '-' not in text.strip('-'):
+        raise RecoveryError('snapshot %r is not a snapshot identifier: give the value pg_export_snapshot() returned '
+                            '(upper-case hexadecimal digits and dashes, such as 00000003-0000001B-1)'
+                            % (snapshot if not isinstance(snapshot, str) else snapshot[:80],))
+    return text
 
 
 def failure_lines(stderr):
@@ -435,16 +451,23 @@ def _qualified(table):
 class SnapshotDump(object):
     """Open a REPEATABLE READ snapshot, read facts in it, then dump exactly it.
 
-    Use as a context manager; ``facts(extra_sql)`` runs queries in the snapshot, ``produce`` is
-    the producer for ``_stream.run_to_file`` (pg_dump of the snapshot, with the sanity checks).
+    Use as a context manager; ``query_json(sql)`` runs queries in the snapshot, ``start_counts`` /
+    ``counts_result`` count every table's rows in it, ``produce`` is the producer for
+    ``_stream.run_to_file`` (pg_dump of the snapshot, with the sanity checks).
+
+    ``snapshot``: the identifier of a snapshot exported by the caller (``pg_export_snapshot()`` in
+    the same database, in a transaction the caller keeps open until this session has imported it).
+    The session imports it and exports it again, so ``pg_dump`` depends on this session only.
+    Without it the session exports a snapshot of its own.
     """
 
-    def __init__(self, db, fmt='custom', required_tables=None):
+    def __init__(self, db, fmt='custom', required_tables=None, snapshot=None):
         if fmt not in ('custom', 'plain'):
             raise RecoveryError('unknown dump format %s' % fmt)
         self.db = db
         self.fmt = fmt
         self.required_tables = required_tables or []
+        self.given = check_snapshot_id(snapshot) if snapshot is not None else None
         self.session = None
         self.snapshot = None
         self.counts = None
@@ -455,11 +478,26 @@ class SnapshotDump(object):
         self.session = self.db.session()
         try:
             self.session.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY')
+            if self.given:
+                self._import()
             self.snapshot = self.session.query('SELECT pg_export_snapshot()').strip()
         except RecoveryError:
             self.session.close()
             raise
         return self
+
+    def _import(self):
+        try:
+            self.session.query('SET TRANSACTION SNAPSHOT %s' % quote_literal(self.given))
+        except RecoveryError as exc:
+            raise RecoveryError('cannot dump from snapshot %s: %s. Export it with pg_export_snapshot() in database '
+                                '%s itself and keep that transaction open until the dump has begun'
+                                % (self.given, exc.msg, self.db.database), database=self.db.database)
+
+    @property
+    def source(self):
+        """The snapshot the dump and the counts are of: the caller's when given, else this session's."""
+        return self.given or self.snapshot
 
     def __exit__(self, exc_type, exc, tb):
         try:

@@ -12,7 +12,10 @@ parameterised by the section of the module that runs it:
 
 verify -> (Authentik: version gate) -> stop the app containers -> safety set -> drop and create
 the database -> restore -> compare every row count -> (Authentik: files and ``.env``) -> start
-the app containers -> health check; any failure after the drop restores the safety set.
+the app containers -> health check. Any failure after the drop - including app containers that
+do not start, or do not become healthy within ``health_timeout`` - rolls back: the apps are
+stopped, the safety set is restored (database and, for Authentik, the file directories), the apps
+are started again on it and their health is checked again; the error says how that went.
 
 The safety set is a complete backup set of kind ``<section>-safety`` whose database facts are
 under the same section, so the module that took it restores it like any other set.
@@ -49,7 +52,7 @@ DUMP_MODULES = {AUTHENTIK: 'idp.recovery.authentik_dump', POSTGRES: 'idp.recover
 # what a restore of each section accepts besides its own sets
 ACCEPTS = {AUTHENTIK: (AUTHENTIK,), POSTGRES: (POSTGRES, AUTHENTIK)}
 # result keys that say how far a failed restore got
-PROGRESS_KEYS = ('steps', 'plan', 'version_gate', 'tables', 'safety_set')
+PROGRESS_KEYS = ('steps', 'plan', 'version_gate', 'tables', 'safety_set', 'health', 'rollback_health')
 
 
 # ---------------------------------------------------------------------------------------------
@@ -149,10 +152,35 @@ def safety_encryption(payload_info, safety_recipients, passphrase):
                         'or safety_backup=false')
 
 
+def error_text(exc):
+    """The message of a RecoveryError, or type and text of any other exception."""
+    if isinstance(exc, RecoveryError):
+        return exc.msg
+    return '%s: %s' % (type(exc).__name__, exc)
+
+
+def as_recovery_error(exc):
+    """``exc`` itself when it is a RecoveryError, else a RecoveryError saying what it was."""
+    if isinstance(exc, RecoveryError):
+        return exc
+    return RecoveryError('unexpected error: %s' % error_text(exc))
+
+
+def container_problem(name, state):
+    """Why a started app container is not running (from its inspected State), or None while it runs."""
+    if state.get('Running') or state.get('Restarting'):
+        return None
+    return 'app container %s is not running after it was started (status %s, exit code %s%s; see docker logs %s)' % (
+        name, state.get('Status') or 'unknown', state.get('ExitCode'),
+        ', %s' % state['Error'] if state.get('Error') else '', name)
+
+
 # ---------------------------------------------------------------------------------------------
 # the steps, timed
 
 class Steps(object):
+    """The steps of one restore, in order: name, seconds and details; a failed step has failed/error."""
+
     def __init__(self):
         self.done = []
 
@@ -161,8 +189,8 @@ class Steps(object):
         entry = {'name': name}
         try:
             detail = action(*args, **kwargs)
-        except RecoveryError as exc:
-            entry.update(seconds=round(time.time() - started, 3), failed=True, error=exc.msg)
+        except Exception as exc:  # pylint: disable=broad-except
+            entry.update(seconds=round(time.time() - started, 3), failed=True, error=error_text(exc))
             self.done.append(entry)
             raise
         entry['seconds'] = round(time.time() - started, 3)
@@ -194,11 +222,13 @@ class Restore(object):
         self.result = {'changed': False, 'set_dir': self.set_dir, 'steps': self.steps.done}
         self.engine = None
         self.db = None
+        self.apps = []
         self.stopped = []
         self.safety_set = None
         self.safety_keys = None
         self.files = []
         self.metadata = {}
+        self.manifest = {}
         self.authentik = {}
         self.dbmeta = {}
         self.source_section = section
@@ -210,6 +240,11 @@ class Restore(object):
     def app_label(self):
         return 'Authentik' if self.authentik_target else 'application'
 
+    @property
+    def app_name(self):
+        """What the messages call the application (in the middle of a sentence)."""
+        return 'Authentik' if self.authentik_target else 'the application'
+
     # ----- planning (read-only)
     def load_set(self):
         if not os.path.isdir(self.set_dir):
@@ -217,8 +252,12 @@ class Restore(object):
         if not _backup_set.is_complete(self.set_dir):
             raise RecoveryError('backup set %s is incomplete (no %s): it is never restored'
                                 % (self.set_dir, _backup_set.MANIFEST), path=self.set_dir)
+        # a link, a newer format_version, or a payload path outside the set or not in the manifest is refused
         self.metadata = _backup_set.read_metadata(self.set_dir)
+        self.manifest = dict(_backup_set.read_manifest(self.set_dir))
         self.source_section, self.dbmeta = pick_database(self.metadata, self.section, self.set_dir)
+        _backup_set.payload_path(self.set_dir, self.dbmeta['payload'], self.manifest,
+                                 '%s.database.payload' % self.source_section)
         self.authentik = (self.metadata.get(AUTHENTIK) or {}) if self.authentik_target else {}
         if not self.params.get('database'):
             if not self.dbmeta.get('name'):
@@ -269,6 +308,8 @@ class Restore(object):
         payloads = {}
         for name, item in sorted((self.authentik.get('files') or {}).items()):
             if item.get('payload'):
+                _backup_set.payload_path(self.set_dir, item['payload'], self.manifest,
+                                         'authentik.files.%s.payload' % name)
                 payloads[name] = item['payload']
         if not self.params['restore_files'] or not payloads:
             return []
@@ -297,6 +338,7 @@ class Restore(object):
         env = self.authentik.get('env') or {}
         if not env.get('payload'):
             raise RecoveryError('restore_env=true but the set holds no .env payload')
+        _backup_set.payload_path(self.set_dir, env['payload'], self.manifest, 'authentik.env.payload')
         dest = self.params['env_file'] or (os.path.join(self.params['compose_dir'], '.env')
                                            if self.params['compose_dir'] else None)
         if not dest:
@@ -349,11 +391,38 @@ class Restore(object):
         return {'stopped': list(self.stopped)}
 
     def start_apps(self):
+        """Start every app container this restore stopped; each must then be running."""
         started = []
+        problems = []
         for name in self.stopped:
-            self.engine.start(name)
+            try:
+                self.engine.start(name)
+            except RecoveryError as exc:
+                problems.append(exc.msg)
+                continue
             started.append(name)
+        problems.extend(p for p in (self.container_problem(name) for name in started) if p)
+        if problems:
+            raise RecoveryError('; '.join(problems))
         return {'started': started}
+
+    def stop_started(self):
+        """Stop the app containers of this restore that run now (before the rollback replaces their database)."""
+        stopped = []
+        for name in self.stopped:
+            state = self.engine.inspect(name).get('State') or {}
+            if state.get('Running') or state.get('Restarting'):
+                self.engine.stop(name)
+                stopped.append(name)
+        return {'stopped': stopped}
+
+    def container_problem(self, name):
+        """Why the started app container ``name`` is not running, or None."""
+        try:
+            state = self.engine.inspect(name).get('State') or {}
+        except RecoveryError as exc:
+            return exc.msg
+        return container_problem(name, state)
 
     def safety_dump(self, plan, files):
         set_dir = plan['dir']
@@ -385,7 +454,7 @@ class Restore(object):
         return {'database': self.db.database, 'owner': self.owner}
 
     def restore_database(self, set_dir, dbmeta, keys):
-        path = os.path.join(set_dir, dbmeta['payload'])
+        path = _backup_set.payload_path(set_dir, dbmeta['payload'])
         description = describe_payload(path)
         fmt = dbmeta.get('format') or description['recorded'].get('dump_format') or 'custom'
 
@@ -417,10 +486,12 @@ class Restore(object):
     def restore_files(self, files, env):
         restored = []
         for item in files:
-            extract_payload(os.path.join(self.set_dir, item['payload']), item['dest'], self.keys, force=True)
+            extract_payload(_backup_set.payload_path(self.set_dir, item['payload'], self.manifest), item['dest'],
+                            self.keys, force=True, verified=True)
             restored.append(item['name'])
         if env:
-            extract_payload(os.path.join(self.set_dir, env['payload']), env['dest'], self.keys, force=True)
+            extract_payload(_backup_set.payload_path(self.set_dir, env['payload'], self.manifest), env['dest'],
+                            self.keys, force=True, verified=True)
             os.chmod(env['dest'], 0o600)
             restored.append('.env')
         return {'restored': restored}
@@ -432,30 +503,47 @@ class Restore(object):
         for item in self.files:
             payload = (captured.get(item['name']) or {}).get('payload')
             if payload:
-                extract_payload(os.path.join(self.safety_set, payload), item['dest'], self.safety_keys, force=True)
+                extract_payload(_backup_set.payload_path(self.safety_set, payload), item['dest'], self.safety_keys,
+                                force=True, verified=True)
                 restored.append(item['name'])
         return {'restored': restored}
 
-    def health(self, url):
+    def health(self, url, key='health'):
+        """Wait until ``url`` answers 200 while every started app container runs; the result goes to ``key``."""
         deadline = time.time() + self.params['health_timeout']
         started = time.time()
+        url = self.current_health_url(url)
         last = None
         while True:
+            status = None
             try:
                 response = open_url(url, timeout=5, validate_certs=False)
                 status = response.getcode()
-                if status == 200:
-                    health = {'url': url, 'status': status, 'waited': round(time.time() - started, 3)}
-                    self.result['health'] = health
-                    return health
                 last = 'HTTP %s' % status
             except Exception as exc:  # pylint: disable=broad-except
                 last = getattr(exc, 'code', None) and 'HTTP %s' % exc.code or str(exc)
+            problems = [p for p in (self.container_problem(name) for name in self.stopped) if p]
+            if problems:
+                raise RecoveryError('%s did not become ready at %s: %s (last answer: %s)' % (
+                    self.app_name, url, '; '.join(problems), last))
+            if status == 200:
+                health = {'url': url, 'status': status, 'waited': round(time.time() - started, 3)}
+                self.result[key] = health
+                return health
             if time.time() > deadline:
                 raise RecoveryError('%s did not become ready at %s within %s s (last answer: %s)' % (
-                    'Authentik' if self.authentik_target else 'The application', url, self.params['health_timeout'],
-                    last))
+                    self.app_name, url, self.params['health_timeout'], last))
             time.sleep(1)
+
+    def current_health_url(self, planned):
+        """The default Authentik health URL again from the address the app container has now (a container that
+        was stopped and started may have another); a given health_url as it is."""
+        if self.params['health_url'] is not None or not self.authentik_target or not self.apps:
+            return planned
+        try:
+            return self.health_url(self.apps) or planned
+        except RecoveryError:
+            return planned
 
     def health_url(self, apps):
         url = self.params['health_url']
@@ -516,7 +604,7 @@ class Restore(object):
         if self.engine is None and (params['app_containers'] or params.get('compose_project')):
             from ansible_collections.idp.recovery.plugins.module_utils._docker import DockerEngine
             self.engine = DockerEngine(params['docker_host'])
-        apps = self.app_containers() if self.engine is not None else []
+        apps = self.apps = self.app_containers() if self.engine is not None else []
         if self.source_section != self.section and apps:
             self.module.warn('%s is an Authentik set: only its database is restored, without the version gate, files '
                              'or .env, and the app containers start on it again; restore Authentik with %s'
@@ -545,56 +633,118 @@ class Restore(object):
             if safety and safety.get('dir'):
                 self.steps.run('safety_backup', self.safety_dump, safety, files)
                 self.result['safety_set'] = self.safety_set
-        except RecoveryError as exc:
-            restart_error = self._restart_quietly()
-            raise RecoveryError(exc.msg + ('; restarting the app containers failed too: %s' % restart_error
-                                           if restart_error else ''), steps=self.steps.done, plan=plan)
+        except Exception as exc:  # pylint: disable=broad-except
+            restart_error = self._restart_quietly('start_apps')
+            raise RecoveryError(as_recovery_error(exc).msg + ('; restarting the app containers failed too: %s'
+                                                              % restart_error if restart_error else ''),
+                                steps=self.steps.done, plan=plan)
+        # from here on the target is replaced: every failure rolls back to the safety set
         try:
             self.steps.run('recreate_database', self.recreate)
             self.steps.run('restore_database', self.restore_database, self.set_dir, self.dbmeta, self.keys)
             self.steps.run('compare_counts', self.compare, self.dbmeta)
             if self.authentik_target:
                 self.steps.run('restore_files', self.restore_files, files, env)
-        except RecoveryError as exc:
-            raise self._rollback(exc, plan)
-        self.steps.run('start_apps', self.start_apps)
-        if health_url:
-            self.steps.run('health', self.health, health_url)
+        except Exception as exc:  # pylint: disable=broad-except
+            raise self._rollback(as_recovery_error(exc), plan, health_url)
+        try:
+            self.steps.run('start_apps', self.start_apps)
+            if health_url:
+                self.steps.run('health', self.health, health_url)
+        except Exception as exc:  # pylint: disable=broad-except
+            raise self._rollback(as_recovery_error(exc), plan, health_url, unhealthy=True)
         self.result['recovery_seconds'] = self.steps.total()
         return self.result
 
-    def _restart_quietly(self):
+    def _restart_quietly(self, step):
+        """Start the stopped app containers again as the step ``step``; the error message, or None."""
         try:
-            self.start_apps()
-        except RecoveryError as exc:
-            return exc.msg
+            self.steps.run(step, self.start_apps)
+        except Exception as exc:  # pylint: disable=broad-except
+            return error_text(exc)
         return None
 
-    def _rollback(self, error, plan):
-        messages = ['restore failed: %s' % error.msg]
-        rolled_back = False
-        if self.safety_set:
-            try:
-                safety_meta = (_backup_set.read_metadata(self.safety_set).get(self.section) or {}).get('database') or {}
-                self.steps.run('rollback_recreate', self.recreate)
-                self.steps.run('rollback_restore', self.restore_database, self.safety_set, safety_meta,
-                               self.safety_keys or Keys())
-                self.steps.run('rollback_compare', self.compare, safety_meta)
-                if self.authentik_target:
-                    self.steps.run('rollback_files', self.rollback_files)
-                rolled_back = True
-                messages.append('the database was rolled back to the safety set %s' % self.safety_set)
-            except RecoveryError as exc:
-                messages.append('rolling back to the safety set %s failed too: %s' % (self.safety_set, exc.msg))
+    def _rollback(self, error, plan, health_url=None, unhealthy=False):
+        """Put the safety set back after ``error`` and start the apps on it again; the error to raise.
+
+        ``unhealthy``: the error is that the app containers did not start or did not become healthy on
+        the restored database (they were started); they are stopped before the rollback.
+        """
+        if unhealthy:
+            messages = ['%s did not become healthy on the restored database: %s' % (self.app_name, error.msg)]
         else:
-            messages.append('no safety set was taken, the database was not rolled back')
-        restart_error = self._restart_quietly()
-        if restart_error:
-            messages.append('restarting the app containers failed: %s' % restart_error)
-        elif self.stopped:
-            messages.append('the app containers were started again')
-        return RecoveryError('; '.join(messages), steps=self.steps.done, plan=plan, rolled_back=rolled_back,
-                             safety_set=self.safety_set)
+            messages = ['restore failed: %s' % error.msg]
+        details = {'rolled_back': False, 'safety_set': self.safety_set}
+        if not self.safety_set:
+            reason = self._no_safety_reason(plan)
+            if unhealthy:
+                messages.append('no safety set was taken (%s), so nothing was rolled back: the restored data is kept'
+                                % reason)
+            else:
+                messages.append('no safety set was taken (%s), the database was not rolled back' % reason)
+                self._restart_after_rollback(messages, None, rolled_back=False)
+            return RecoveryError('; '.join(messages), steps=self.steps.done, plan=plan, **details)
+
+        if unhealthy and self.stopped:
+            try:
+                self.steps.run('rollback_stop_apps', self.stop_started)
+            except RecoveryError as exc:
+                messages.append('stopping the app containers for the rollback failed: %s; the database was NOT rolled '
+                                'back (it holds the restored data), the safety set is kept at %s'
+                                % (exc.msg, self.safety_set))
+                return RecoveryError('; '.join(messages), steps=self.steps.done, plan=plan, **details)
+        rolled_back = False
+        try:
+            safety_meta = (_backup_set.read_metadata(self.safety_set).get(self.section) or {}).get('database') or {}
+            self.steps.run('rollback_recreate', self.recreate)
+            self.steps.run('rollback_restore', self.restore_database, self.safety_set, safety_meta,
+                           self.safety_keys or Keys())
+            self.steps.run('rollback_compare', self.compare, safety_meta)
+            if self.authentik_target:
+                self.steps.run('rollback_files', self.rollback_files)
+            rolled_back = True
+            messages.append('the %s was rolled back to the safety set %s' % (
+                'restored data (database and file directories)' if self.authentik_target and self.files
+                else 'database', self.safety_set))
+        except Exception as exc:  # pylint: disable=broad-except
+            messages.append('rolling back to the safety set %s failed too: %s; the database is in an UNKNOWN state, '
+                            'the safety set is kept at %s' % (self.safety_set, error_text(exc), self.safety_set))
+        details['rolled_back'] = rolled_back
+        details['healthy_after_rollback'] = self._restart_after_rollback(messages, health_url, rolled_back)
+        return RecoveryError('; '.join(messages), steps=self.steps.done, plan=plan, **details)
+
+    def _no_safety_reason(self, plan):
+        if not self.params['safety_backup']:
+            return 'safety_backup=false'
+        return plan.get('safety_set') or 'none was planned'
+
+    def _restart_after_rollback(self, messages, health_url, rolled_back):
+        """Start the app containers again (and check health on the safety copy); healthy: True, False or None."""
+        started = ''
+        if self.stopped:
+            restart_error = self._restart_quietly('rollback_start_apps')
+            if restart_error:
+                messages.append('the app containers did NOT start %s: %s%s' % (
+                    'on the safety copy' if rolled_back else 'again', restart_error,
+                    '; the database holds the safety copy, the safety set is kept at %s' % self.safety_set
+                    if rolled_back else ''))
+                return False
+            started = 'the app containers were started again'
+        if not (rolled_back and health_url):
+            if started:
+                messages.append(started + (' on the safety copy (no health check)' if rolled_back else ''))
+            return None
+        try:
+            health = self.steps.run('rollback_health', self.health, health_url, 'rollback_health')
+        except Exception as exc:  # pylint: disable=broad-except
+            messages.append('%s is NOT healthy on the safety copy either: %s; the database holds the state from before '
+                            'the restore, so the data is probably not the cause - look at the logs of %s; the safety '
+                            'set is kept at %s' % (self.app_name, error_text(exc),
+                                                   ', '.join(self.stopped) or self.app_name, self.safety_set))
+            return False
+        messages.append('%s%s is healthy again on the safety copy (%s answered %s after %s s)' % (
+            started + ' and ' if started else '', self.app_name, health['url'], health['status'], health['waited']))
+        return True
 
 
 def role_exists(db, role):

@@ -12,15 +12,20 @@ stamp). The rules add up: a set is kept when any rule keeps it. ``min_keep`` the
 the newest sets until at least that many are kept.
 
 Only complete sets (with ``MANIFEST.sha256``) count. The newest complete set is always kept. An
-incomplete set older than the newest complete one is removed; a newer one is kept, because a
-run may still be writing it. A policy without any keep rule is refused, and so is any outcome
-that would remove every complete set.
+incomplete set older than the newest complete one is removed unless its writer is known to be
+alive (``alive: True``, see _backup_set.writer_alive); a newer one is kept, because a run may
+still be writing it. A policy without any keep rule is refused, and so is any outcome that would
+remove every complete set.
+
+A set stamped in the future (more than _backup_set.CLOCK_SKEW_SECONDS after ``now``) makes the
+decision impossible: which set is the newest is then unknown, so decide() refuses, naming it.
 """
 
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
-from ansible_collections.idp.recovery.plugins.module_utils._common import RecoveryError, parse_stamp
+from ansible_collections.idp.recovery.plugins.module_utils._backup_set import CLOCK_SKEW_SECONDS
+from ansible_collections.idp.recovery.plugins.module_utils._common import RecoveryError, iso, parse_stamp, utcnow
 
 RULES = ('keep_last', 'keep_daily', 'keep_weekly', 'keep_monthly')
 
@@ -34,6 +39,7 @@ REASON_INCOMPLETE_OLD = 'incomplete, older than the newest complete set'
 REASON_INCOMPLETE_NEW = 'incomplete, newer than the newest complete set (a run may still be writing it)'
 REASON_NOT_SELECTED = 'not selected by the policy'
 REASON_NEWEST = 'newest complete set'
+REASON_WRITER_ALIVE = 'incomplete, a run is still writing it'
 REASON_MIN_KEEP = 'min_keep'
 
 
@@ -62,14 +68,39 @@ class Policy(object):
                     keep_monthly=self.keep_monthly, min_keep=self.min_keep)
 
 
-def decide(sets, policy):
+def future_sets(sets, now=None, skew=CLOCK_SKEW_SECONDS):
+    """The stamps of sets dated more than skew seconds after now, sorted."""
+    now = now or utcnow()
+    found = []
+    for item in sets:
+        when = parse_stamp(item.get('stamp'))
+        if when is not None and (when - now).total_seconds() > skew:
+            found.append(item['stamp'])
+    return sorted(found)
+
+
+def decide(sets, policy, now=None):
     """Decide for every set of one service whether it is kept.
 
     ``sets`` is an iterable of dicts with at least ``stamp`` (``YYYYMMDDTHHMMSSZ``) and
-    ``complete`` (bool); other keys are passed through. Returns a list of copies of those dicts,
+    ``complete`` (bool), and optionally ``alive`` (True when the writer of an incomplete set is
+    known to run); other keys are passed through. Returns a list of copies of those dicts,
     newest first, each with ``keep`` (bool) and ``reasons`` (list of str) added. Nothing else is
-    read: the decision depends only on the stamps, completeness and the policy.
+    read: the decision depends only on the stamps, completeness, liveness and the policy.
+    A set stamped in the future (relative to ``now``, the current time by default) is refused.
     """
+    sets = list(sets)
+    now = now or utcnow()
+    future = future_sets(sets, now)
+    if future:
+        service = sets[0].get('service')
+        raise RecoveryError(
+            'retention refused%s: %s %s stamped in the future (the time is %s, and %d seconds of clock skew are '
+            'allowed), so which set is the newest cannot be told and nothing was removed. A clock was wrong when '
+            'the set was written, or a set was renamed: check the clocks (NTP) and rename such a set to the time '
+            'it was really taken (its metadata.json records started_at) or remove it'
+            % (' for service %s' % service if service else '', ', '.join(future), 'is' if len(future) == 1 else 'are',
+               iso(now), CLOCK_SKEW_SECONDS), future=future)
     items = []
     seen = set()
     for item in sets:
@@ -120,6 +151,9 @@ def decide(sets, policy):
             entry['keep'] = bool(entry['reasons'])
             if not entry['keep']:
                 entry['reasons'] = [REASON_NOT_SELECTED]
+        elif entry.get('alive'):
+            entry['keep'] = True
+            entry['reasons'] = [REASON_WRITER_ALIVE + (': %s' % entry['writer'] if entry.get('writer') else '')]
         elif newest is not None and entry['stamp'] < newest:
             entry['keep'] = False
             entry['reasons'] = [REASON_INCOMPLETE_OLD]

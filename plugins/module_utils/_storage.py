@@ -33,6 +33,7 @@ import threading
 import time
 
 from ansible_collections.idp.recovery.plugins.module_utils._backup_set import (
+    check_service_name,
     MANIFEST,
     METADATA,
     is_complete,
@@ -907,8 +908,7 @@ def _is_set_name(service, stamp):
 
 
 def _check_service(service):
-    if not service or '/' in service or service.startswith('.'):
-        raise RecoveryError('%r is not a service name' % service)
+    check_service_name(service)
 
 
 def remove_remote_set(storage, service, stamp):

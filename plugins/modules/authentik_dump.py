@@ -38,7 +38,8 @@ extends_documentation_fragment:
 attributes:
   check_mode:
     support: full
-    details: Reports what would be dumped (database facts, files found and missing) and writes nothing.
+    details: Reports what would be dumped (database facts, files found and missing), imports O(snapshot) when given,
+      and writes nothing.
   diff_mode:
     support: none
 options:
@@ -119,6 +120,18 @@ options:
       - The C(.env) to capture, encrypted (refused with O(encryption=none)). Defaults to C(.env) in O(compose_dir)
         when that file exists.
     type: path
+  snapshot:
+    description:
+      - Dump from this snapshot instead of one of the module's own - the value C(SELECT pg_export_snapshot()) returned
+        in a transaction of the caller, in the same database. The dump, the row counts and the facts recorded in the
+        set are then those of that snapshot; several databases (or a database and other data the caller reads in the
+        same transaction) are captured at one instant.
+      - The caller keeps that transaction open until the module has begun the dump (holding it until the module ends
+        is simplest). A value that is not a snapshot identifier fails the task before anything is read or written; a
+        snapshot that cannot be imported (ended, or of another database) fails it like any failed dump. Check mode
+        imports it too.
+      - Ignored when the set already holds a database dump and O(force=false).
+    type: str
   force:
     description:
       - Dump the database again even when the set already holds a database dump.
@@ -202,6 +215,10 @@ database:
     rows_total:
       description: Sum of the exact row counts.
       type: int
+    snapshot:
+      description: The snapshot the dump and the row counts are of (O(snapshot) when given, else the one the module
+        exported); also recorded in the metadata with C(snapshot_given).
+      type: str
     server_version:
       description: PostgreSQL server version.
       type: str
@@ -217,6 +234,7 @@ database:
     seconds: 0.81
     tables: 12
     rows_total: 13021
+    snapshot: 00000004-0000002A-1
     server_version: "15.18"
     database_size: 9123456
 authentik_version:
@@ -276,7 +294,8 @@ def run(module):
     result = {'changed': False, 'set_dir': set_dir}
 
     result['database'], metadata = _authentik.database_step(
-        db, set_dir, params['format'], backend, compressor, force=params['force'], check_mode=module.check_mode)
+        db, set_dir, params['format'], backend, compressor, force=params['force'], check_mode=module.check_mode,
+        snapshot=params['snapshot'])
     result['changed'] = result['database']['changed']
     result['authentik_version'] = (metadata or {}).get('version')
 
@@ -317,6 +336,7 @@ def main():
         files_container=dict(type='str'),
         env_file=dict(type='path'),
         force=dict(type='bool', default=False),
+        snapshot=dict(type='str'),
     )
     argument_spec.update(_postgres.database_argument_spec(user='authentik', database='authentik'))
     argument_spec.update(encrypt_argument_spec())

@@ -26,9 +26,17 @@ description:
   - 7. Compare every table's row count with the counts recorded at backup time; any difference fails, naming
     the tables.
   - 8. Restore the files (safe extraction) and, when asked, the C(.env).
-  - 9. Start the app containers and wait until the health URL answers.
-  - If anything fails after step 5, the safety dump is restored, the app containers are started again and the
-    task fails with both errors.
+  - 9. Start the app containers (each must then be running) and wait until the health URL answers 200 while they
+    keep running.
+  - If anything fails after step 5 - including app containers that do not start, or exit (for example Authentik
+    refusing the restored database), or a health URL that does not answer 200 within O(health_timeout) - the
+    restore is rolled back - the app containers are stopped, the safety set is restored (database and file
+    directories) and its row counts compared, the app containers are started again on it and the health URL is
+    checked again. The task fails with a message saying why it rolled back, what the health check answered and
+    whether Authentik is healthy again on the safety copy (if it is not, the message says so and where the safety
+    set is kept).
+  - Without a safety set (O(safety_backup=false), or a target database that did not exist) nothing can be rolled
+    back; the task fails and the restored data stays.
   - Check mode reports the plan (what would stop, what would be dropped, what would be restored) after
     checking the set's checksums and the version gate, and changes nothing.
 author:
@@ -146,7 +154,9 @@ options:
     type: str
   health_timeout:
     description:
-      - Seconds to wait for O(health_url).
+      - Seconds to wait for O(health_url), after the restore and again after a rollback. An Authentik that is not
+        ready by then is taken as not healthy on the restored data, and the restore is rolled back; raise it when
+        Authentik runs long migrations on start.
     type: int
     default: 300
 notes:
@@ -217,12 +227,27 @@ safety_set:
   type: str
 health:
   description: The health check (url, status, seconds waited).
-  returned: when a health check ran
+  returned: when a health check passed
   type: dict
 rolled_back:
-  description: Whether a failure after the drop was answered by restoring the safety set.
+  description:
+    - Whether a failure after the drop (including app containers that did not start or did not become healthy) was
+      answered by restoring the safety set. The steps of the rollback are in RV(steps) (C(rollback_stop_apps),
+      C(rollback_recreate), C(rollback_restore), C(rollback_compare), C(rollback_files), C(rollback_start_apps),
+      C(rollback_health)).
   returned: on failure after the drop
   type: bool
+healthy_after_rollback:
+  description:
+    - After a rollback, whether the app containers started again on the safety copy and answered the health URL.
+      C(true) healthy again; C(false) not, or the app containers did not start (the message says why and where the
+      safety set is kept); null when no health check ran.
+  returned: on failure after the drop, when a safety set was taken
+  type: bool
+rollback_health:
+  description: The health check on the safety copy after a rollback (url, status, seconds waited).
+  returned: when Authentik answered its health check again after a rollback
+  type: dict
 '''
 
 from ansible.module_utils.basic import AnsibleModule

@@ -21,10 +21,19 @@ description:
   - Only complete sets (with C(MANIFEST.sha256)) count. The newest complete set is always kept, whatever the policy.
     Incomplete sets older than the newest complete set are removed; newer ones are kept, as a run may still be
     writing them. A policy without any keep rule is refused.
+  - In a local root, an incomplete set is never removed while its writer is alive - a process holds the set's writer
+    lock, or the writer recorded in its C(.in-progress) marker (host, boot, pid and process start time) still runs,
+    or anything in the set changed less than O(incomplete_grace) seconds ago. Each service is handled under its lock
+    file C(<root>/.<service>.lock), which opening and finalizing a set take too, so that retention and a backup of
+    one service never step on each other.
+  - A set stamped more than five minutes in the future makes the decision impossible (which set is the newest cannot
+    be told), so the module fails, naming the set, and removes nothing.
+  - In a local root, a root that is world-writable without the sticky bit is refused, and a service directory that
+    is a symbolic link is never followed (refused when named by O(service), else left alone with a warning).
   - A complete set is removed manifest first, so that a removal interrupted half-way never leaves something that
     looks like a complete set.
-  - The decision depends only on the stamps and on which sets are complete, so a second run with the same policy
-    removes nothing.
+  - The decision depends only on the stamps, on which sets are complete and, for incomplete local sets, on whether
+    their writer is alive, so a second run with the same policy removes nothing more.
 author:
   - idp.recovery maintainers (@idp-recovery)
 extends_documentation_fragment:
@@ -47,7 +56,8 @@ requirements:
 options:
   service:
     description:
-      - Only consider the sets of this service. By default every service under O(target) is handled, each on its own.
+      - Only consider the sets of this service (one safe directory name). By default every service under O(target) is
+        handled, each on its own.
     type: str
   keep_last:
     description:
@@ -74,6 +84,12 @@ options:
       - Whatever the rules say, keep at least this many complete sets (the newest ones) per service.
     type: int
     default: 1
+  incomplete_grace:
+    description:
+      - With O(backend=local), an incomplete set in which anything changed less than this many seconds ago is kept
+        even when no writer process is found, for the moments between two tasks of one run.
+    type: int
+    default: 600
 seealso:
   - module: idp.recovery.offsite_upload
   - module: idp.recovery.backup_set_info
@@ -148,6 +164,12 @@ sets:
     size_bytes:
       description: Total size of the set's files.
       type: int
+    alive:
+      description: For an incomplete set of a local root, whether a run may still be writing it.
+      type: bool
+    writer:
+      description: For an incomplete set of a local root, why it is considered alive or abandoned.
+      type: str
 removed:
   description: The sets removed (in check mode, that would be removed), as C(service/stamp), oldest first.
   returned: always
@@ -165,9 +187,12 @@ retries:
   elements: dict
 '''
 
+import os
+
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.idp.recovery.plugins.module_utils import _retention, _storage
+from ansible_collections.idp.recovery.plugins.module_utils import _backup_set, _retention, _storage
+from ansible_collections.idp.recovery.plugins.module_utils._common import RecoveryError
 from ansible_collections.idp.recovery.plugins.module_utils._module import run_module
 
 
@@ -175,23 +200,80 @@ def _name(item):
     return '%s/%s' % (item['service'], item['stamp'])
 
 
+def _remote(module, storage, policy):
+    """Decide and remove on an offsite target: every service listed at once."""
+    found = _storage.list_remote_sets(storage, module.params['service'])
+    by_service = {}
+    for item in found:
+        by_service.setdefault(item['service'], []).append(item)
+    decided = []
+    for service in sorted(by_service):
+        decided.extend(_retention.decide(by_service[service], policy))
+    removals = [item for item in decided if not item['keep']]
+    if not module.check_mode:
+        for item in _sorted(removals):
+            _storage.remove_remote_set(storage, item['service'], item['stamp'])
+    return decided, removals
+
+
+def _local(module, storage, policy):
+    """Decide and remove in a local root, one service at a time under its lock, never removing an
+    incomplete set whose writer is alive and never following a service directory that is a link."""
+    root = storage.root
+    _backup_set.check_root(root)
+    if module.params['service']:
+        services = [module.params['service']]
+    else:
+        services = []
+        for name in sorted(os.listdir(root)):
+            path = os.path.join(root, name)
+            if name.startswith('.') or not os.path.isdir(path):
+                continue
+            if os.path.islink(path):
+                module.warn('%s is a symbolic link; retention never follows it and left it alone' % path)
+                continue
+            services.append(name)
+    decided = []
+    removals = []
+    for service in services:
+        service_dir = os.path.join(root, service)
+        if not _backup_set.check_service_dir(service_dir):
+            continue
+        with _backup_set.ServiceLock(service_dir, create=not module.check_mode):
+            found = _storage.list_remote_sets(storage, service)
+            for item in found:
+                if not item['complete']:
+                    item['alive'], item['writer'] = _backup_set.writer_alive(
+                        os.path.join(service_dir, item['stamp']), grace=module.params['incomplete_grace'])
+            service_decided = _retention.decide(found, policy)
+            service_removals = [item for item in service_decided if not item['keep']]
+            if not module.check_mode:
+                for item in _sorted(service_removals):
+                    _storage.remove_remote_set(storage, item['service'], item['stamp'])
+        decided.extend(service_decided)
+        removals.extend(service_removals)
+    return decided, removals
+
+
+def _sorted(items):
+    return sorted(items, key=lambda item: (item['stamp'], item['service']))
+
+
 def run(module):
     params = module.params
     policy = _retention.Policy(params['keep_last'], params['keep_daily'], params['keep_weekly'], params['keep_monthly'],
                                params['min_keep'])
+    if params['service'] is not None:
+        _backup_set.check_service_name(params['service'])
+    if isinstance(params['incomplete_grace'], bool) or params['incomplete_grace'] < 0:
+        raise RecoveryError('incomplete_grace must be a number of seconds of 0 or more, not %r' % params['incomplete_grace'])
     storage = _storage.storage_from_params(params)
     try:
-        found = _storage.list_remote_sets(storage, params['service'])
-        by_service = {}
-        for item in found:
-            by_service.setdefault(item['service'], []).append(item)
-        decided = []
-        for service in sorted(by_service):
-            decided.extend(_retention.decide(by_service[service], policy))
-        removals = sorted((item for item in decided if not item['keep']), key=lambda item: (item['stamp'], item['service']))
-        if not module.check_mode:
-            for item in removals:
-                _storage.remove_remote_set(storage, item['service'], item['stamp'])
+        if storage.kind == 'local':
+            decided, removals = _local(module, storage, policy)
+        else:
+            decided, removals = _remote(module, storage, policy)
+        removals = _sorted(removals)
     finally:
         storage.cleanup()
     result = {
@@ -224,6 +306,7 @@ def main():
         keep_weekly=dict(type='int', default=0),
         keep_monthly=dict(type='int', default=0),
         min_keep=dict(type='int', default=1),
+        incomplete_grace=dict(type='int', default=_backup_set.INCOMPLETE_GRACE_SECONDS),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     run_module(module, run)

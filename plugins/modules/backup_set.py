@@ -15,11 +15,25 @@ description:
   - A backup set is one directory per run, C(<root>/<service>/<YYYYMMDDTHHMMSSZ>/), holding encrypted payload files,
     C(metadata.json) (plain, no secrets) and C(MANIFEST.sha256). The manifest is written last and atomically; a set
     without it is incomplete and is never restored or counted as a backup.
-  - V(present) creates the set directory (mode 0700) with an C(.in-progress) marker.
+  - V(present) creates the set directory (mode 0700) with an C(.in-progress) marker. With O(root), the set
+    directory is created with an exclusive C(mkdir) under the service's lock file C(<root>/.<service>.lock), so that
+    two runs never share a set; when a set of the same second exists already, the next second's stamp is taken.
+  - A service name must be one safe directory name (not empty, no C(/), backslash, NUL or control character, not
+    starting with C(.)). A backup root that is world-writable without the sticky bit, and a service directory that is
+    a symbolic link, are refused.
   - V(finalized) merges the metadata recorded by payload modules and O(metadata) into C(metadata.json), then writes
-    C(MANIFEST.sha256) (C(sha256sum -c) format, every other file of the set) last, and removes the marker.
+    C(MANIFEST.sha256) (C(sha256sum -c) format, every other file of the set) last, and removes the marker. It runs
+    under the service's lock; of two runs finalizing one set, the second finds it complete (unchanged when its
+    O(metadata) is already there, else an error saying the set was finalized already).
   - V(verified) checks every checksum of the manifest and, when O(identity), O(identity_content) or O(passphrase)
     is given, decrypts and decompresses every payload to nowhere (a full read test). It never changes anything.
+  - V(verified) fails when the set holds a file the manifest does not list, when anything in the set is a symbolic
+    link or special file (a payload, a manifest entry, a directory on the way to one, C(metadata.json) or
+    C(MANIFEST.sha256) itself), when a payload's size or SHA-256 differs from what C(metadata.json) recorded for it,
+    when a path in C(metadata.json) is absolute, holds C(..) or is not listed, and when the set's C(format_version)
+    is newer than this collection reads (the message says which version the set needs). Every restore module runs
+    the same checks first. The manifest is not authenticated; see the collection's C(docs/backup-set.md) for what it
+    proves and what protects against a rewritten set.
   - V(absent) removes the set. A directory that does not look like a backup set is refused.
 author:
   - idp.recovery maintainers (@idp-recovery)
@@ -50,6 +64,7 @@ options:
   service:
     description:
       - The service name recorded in the metadata. Defaults to the name of the set's parent directory.
+      - With O(root), the directory C(<root>/<service>) the set goes to. It must be one safe directory name.
     type: str
   kind:
     description:
@@ -146,7 +161,7 @@ files:
   elements: dict
   contains:
     path:
-      description: The file, relative to the set.
+      description: The file, relative to the set (for a path named in C(metadata.json) that fails the checks, that path).
       type: str
     ok:
       description: Whether every check of this file passed.
@@ -175,7 +190,9 @@ files:
       description: Whether the payload was opened as a Kotauth archive (its AES-GCM tag checked).
       type: bool
 unlisted:
-  description: Files in the set that the manifest does not list (they are never restored).
+  description:
+    - Files in the set that the manifest does not list. Any such file fails the verification (the error names it, and
+      the failed result carries this list too), so a successful verification returns an empty list.
   returned: O(state=verified)
   type: list
   elements: str
@@ -186,7 +203,7 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.idp.recovery.plugins.module_utils import _backup_set
-from ansible_collections.idp.recovery.plugins.module_utils._common import RecoveryError, make_stamp
+from ansible_collections.idp.recovery.plugins.module_utils._common import RecoveryError
 from ansible_collections.idp.recovery.plugins.module_utils._crypto import decrypt_argument_spec, keys_from_params
 from ansible_collections.idp.recovery.plugins.module_utils._module import run_module
 from ansible_collections.idp.recovery.plugins.module_utils._payload import verify_set
@@ -196,10 +213,17 @@ def run(module):
     params = module.params
     state = params['state']
     set_dir = params['path']
+    if params['service'] is not None:
+        _backup_set.check_service_name(params['service'])
     if params['root']:
         if state != 'present' or not params['service']:
             raise RecoveryError('root is only for state=present, together with service')
-        set_dir = os.path.join(params['root'], params['service'], make_stamp())
+        if module.check_mode:
+            _backup_set.check_new_set(params['root'], params['service'])
+            return {'changed': True, 'path': _backup_set.new_set_path(params['root'], params['service']),
+                    'complete': False}
+        set_dir = _backup_set.open_new(params['root'], params['service'], params['kind'])
+        return {'changed': True, 'path': set_dir, 'complete': False}
     result = {'changed': False, 'path': set_dir}
     if state == 'present':
         if module.check_mode:
@@ -212,8 +236,6 @@ def run(module):
     elif state == 'verified':
         result['files'], result['unlisted'] = verify_set(set_dir, keys_from_params(params), params['decrypt'],
                                                          kotauth_passphrase=params['kotauth_passphrase'])
-        if result['unlisted']:
-            module.warn('files not listed in the manifest (never restored): %s' % ', '.join(result['unlisted']))
     else:
         result['changed'] = _backup_set.remove(set_dir, check_mode=module.check_mode)
     result['complete'] = _backup_set.is_complete(set_dir)

@@ -16,6 +16,9 @@ description:
     size and service, so that retention and drills can pick the latest complete set.
   - Cheap by design; it reads no payload. Use M(idp.recovery.backup_set) with O(idp.recovery.backup_set#module:state=verified)
     to check checksums and decrypt.
+  - Complete means the set has its manifest, not that it verifies. A complete set that holds a file its manifest does not
+    list, a symbolic link, a payload that differs from its recorded SHA-256, or a C(format_version) newer than this
+    collection reads is listed here and refused by verification and by every restore.
 author:
   - idp.recovery maintainers (@idp-recovery)
 extends_documentation_fragment:
@@ -33,7 +36,8 @@ options:
     required: true
   service:
     description:
-      - Only list the sets of this service.
+      - Only list the sets of this service (one safe directory name; a service directory that is a symbolic link is
+        refused). Without it, service directories and sets that are symbolic links are never followed or listed.
     type: str
 seealso:
   - module: idp.recovery.backup_set

@@ -16,7 +16,9 @@ description:
     run on the restored data) and decides the verdict. The drill passes only when every service has a set, no step
     and no check failed, the recovery time (RTO, the sum of the service's step times) is within O(rto_target) and the
     age of the set at the start of the drill (RPO, the data-loss window) is within O(rpo_target). A service without
-    a set, or whose set time is unknown, fails. A service with a set but no recorded step, or (with
+    a set, or whose set time is unknown, fails. A set dated more than five minutes after the drill started fails
+    too (its age would be negative, so a clock was wrong); one dated less than that counts as age 0, with a warning.
+    A service with a set but no recorded step, or (with
     O(require_checks)) without any check, fails too, as nothing would prove its restore.
   - Writes C(<name>.json) and C(<name>.html) into O(dest_dir) (mode 0600, each through a temporary file and a
     rename), then replaces C(latest.json) and C(latest.html) there with copies of them. The HTML page is one
@@ -73,7 +75,8 @@ options:
     description:
       - One dict per drilled service with the keys C(name) (required, unique), C(kind), C(set) (the path of the set
         restored; empty when none was fetched), C(stamp), C(set_timestamp) (ISO-8601 UTC, epoch seconds or a set
-        stamp; defaults to the time of C(stamp)), C(source) (where the set was fetched from), C(target) (where it
+        stamp; defaults to the time of C(stamp)), C(source) (where the set was fetched from), C(manifest_sha256) (the
+        SHA-256 of the set's C(MANIFEST.sha256), which pins C(metadata.json) and every payload), C(target) (where it
         was restored), C(error) (the service's drill stopped early), C(steps) and C(checks).
       - C(steps) is a list of C({name, seconds, ok (default true), error, detail (dict)}) in the order they ran.
       - C(checks) is a list of C({name, kind, ok (required), detail, expected, actual}). C(kind) is free text, for

@@ -17,7 +17,18 @@ description:
     succeeded. A failed run leaves no partial payload.
   - With O(state=extracted), streams the payload O(src) back through the decryptor and decompressor into O(dest), a
     directory for tar payloads, a file for single-file payloads. Extraction happens in a temporary directory beside
-    O(dest) and is moved into place only when everything succeeded.
+    O(dest) and is moved into place only when everything succeeded; a failed extraction leaves nothing behind.
+  - Extraction refuses, naming the member, absolute names, C(..), devices, FIFOs, duplicate names, hard links to
+    anything but an earlier regular member, members below a symbolic link, and symbolic links that lead outside
+    O(dest). A link is resolved through every other link of the archive (a chain such as C(a/b -> ..) and
+    C(x -> a/b/../../etc) is refused), and links are created only after the last member, once all of them are known
+    to stay inside.
+  - When the payload's backup set records the size of its source (C(source.bytes) in its metadata),
+    extraction stops as soon as it passes that size, with an error saying so, and removes what it wrote. A payload
+    without a recorded size is bounded only by the free space beside O(dest).
+  - A payload O(src) inside a complete backup set is extracted only when the set's manifest lists it, it is a regular
+    file reached without any symbolic link, and it and C(metadata.json) match the manifest and the SHA-256 recorded
+    for the payload; a newer C(format_version) of the set is refused too. See M(idp.recovery.backup_set).
   - Every payload is a stock format. C(age -d -i KEY payload | zstd -d | tar -x) (or C(gpg -d), C(gzip -d)) undoes it
     without this collection.
   - Memory stays flat whatever the payload size; the work is done by C(zstd)/C(gzip), C(age) and C(gpg) in a pipeline.

@@ -41,6 +41,10 @@ options:
   set_dir:
     description:
       - A complete backup set holding Kotauth tenant archives.
+      - Verified before anything is sent, in check mode too. A set holding a file its manifest does not list, a symbolic
+        link, a payload that differs from the SHA-256 and size recorded in its C(metadata.json), a path in
+        C(metadata.json) outside the set or not listed, or a C(format_version) newer than this collection reads is
+        refused.
     type: path
     required: true
   slug:

@@ -45,7 +45,7 @@ requirements:
 options:
   service:
     description:
-      - The service whose set is fetched (the directory below O(target)).
+      - The service whose set is fetched (the directory below O(target)). It must be one safe directory name.
     type: str
     required: true
   stamp:
@@ -55,6 +55,7 @@ options:
   dest:
     description:
       - The local root the set goes to, as C(<dest>/<service>/<stamp>/). Created with mode 0700 when missing.
+      - A C(<dest>/<service>) that is a symbolic link is refused; it is never followed.
     type: path
     required: true
 notes:
@@ -206,8 +207,7 @@ def local_copy_ok(set_dir):
 def run(module):
     params = module.params
     service, stamp = params['service'], params['stamp']
-    if not service or '/' in service or service.startswith('.'):
-        raise RecoveryError('%r is not a service name' % service)
+    _backup_set.check_service_name(service)
     if stamp and parse_stamp(stamp) is None:
         raise RecoveryError('%r is not a set stamp (YYYYMMDDTHHMMSSZ)' % stamp)
     storage = _storage.storage_from_params(params)
@@ -221,6 +221,7 @@ def run(module):
 
 def fetch(module, storage, service, stamp):
     dest = os.path.abspath(module.params['dest'])
+    _backup_set.check_service_dir(os.path.join(dest, service))
     chosen, stamps = choose(_storage.list_remote_sets(storage, service), service, stamp, storage.describe())
     rel_dir = '%s/%s' % (service, chosen['stamp'])
     set_dir = os.path.join(dest, service, chosen['stamp'])

@@ -50,6 +50,10 @@ options:
   set_dir:
     description:
       - The complete backup set holding the Ory export.
+      - Verified before anything is sent, in check mode too. A set holding a file its manifest does not list, a symbolic
+        link, a payload that differs from the SHA-256 and size recorded in its C(metadata.json), a path in
+        C(metadata.json) outside the set or not listed, or a C(format_version) newer than this collection reads is
+        refused.
     type: path
     required: true
   prefix:

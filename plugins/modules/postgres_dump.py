@@ -33,7 +33,8 @@ extends_documentation_fragment:
 attributes:
   check_mode:
     support: full
-    details: Connects and reports the server version and database size, and writes nothing.
+    details: Connects, imports O(snapshot) when given, reports the server version and database size, and writes
+      nothing.
   diff_mode:
     support: none
 options:
@@ -77,6 +78,18 @@ options:
     description:
       - GnuPG home with O(encryption=gpg).
     type: path
+  snapshot:
+    description:
+      - Dump from this snapshot instead of one of the module's own - the value C(SELECT pg_export_snapshot()) returned
+        in a transaction of the caller, in the same database. The dump, the row counts and the facts recorded in the
+        set are then those of that snapshot; several databases (or a database and other data the caller reads in the
+        same transaction) are captured at one instant.
+      - The caller keeps that transaction open until the module has begun the dump (holding it until the module ends
+        is simplest). A value that is not a snapshot identifier fails the task before anything is read or written; a
+        snapshot that cannot be imported (ended, or of another database) fails it like any failed dump. Check mode
+        imports it too.
+      - Ignored when the set already holds a database dump and O(force=false).
+    type: str
   force:
     description:
       - Dump the database again even when the set already holds a database dump.
@@ -123,6 +136,17 @@ EXAMPLES = r'''
   idp.recovery.backup_set:
     path: "{{ backup.path }}"
     state: finalized
+
+# A process that holds "BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT pg_export_snapshot();" open in
+# database billing (and reads other data in the same transaction) passes the snapshot it got.
+- name: Dump the instant another reader sees
+  idp.recovery.postgres_dump:
+    set_dir: "{{ coordinated_backup.path }}"
+    container: billing-postgres
+    user: billing
+    database: billing
+    snapshot: "{{ billing_snapshot }}"
+    recipients_file: /etc/idp-recovery/recipients.txt
 '''
 
 RETURN = r'''
@@ -159,6 +183,10 @@ database:
     rows_total:
       description: Sum of the exact row counts (not in check mode).
       type: int
+    snapshot:
+      description: The snapshot the dump and the row counts are of (O(snapshot) when given, else the one the module
+        exported); also recorded in the metadata with C(snapshot_given).
+      type: str
     server_version:
       description: PostgreSQL server version.
       type: str
@@ -174,6 +202,7 @@ database:
     seconds: 0.81
     tables: 12
     rows_total: 13021
+    snapshot: 00000004-0000002A-1
     server_version: "15.18"
     database_size: 9123456
 '''
@@ -211,7 +240,7 @@ def run(module):
 
     result['database'], _metadata = _authentik.database_step(
         db, set_dir, params['format'], backend, compressor, force=params['force'], check_mode=module.check_mode,
-        section=SECTION)
+        section=SECTION, snapshot=params['snapshot'])
     result['changed'] = result['database']['changed']
     return result
 
@@ -225,6 +254,7 @@ def main():
         passphrase=dict(type='str', no_log=True),
         gpg_homedir=dict(type='path'),
         force=dict(type='bool', default=False),
+        snapshot=dict(type='str'),
     )
     argument_spec.update(_postgres.database_argument_spec(user='postgres', database=None))
     argument_spec['database'] = dict(type='str', required=True)

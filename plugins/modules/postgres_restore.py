@@ -24,9 +24,16 @@ description:
     removed afterwards; C(psql) with C(ON_ERROR_STOP=1) in one transaction for plain dumps.
   - 6. Compare every table's row count with the counts recorded at backup time; any difference fails, naming
     the tables.
-  - 7. Start the app containers again and, with O(health_url), wait until it answers 200.
-  - If anything fails after step 4, the safety dump is restored, the app containers are started again and the
-    task fails with both errors.
+  - 7. Start the app containers again (each must then be running) and, with O(health_url), wait until it answers
+    200 while they keep running.
+  - If anything fails after step 4 - including app containers that do not start, or exit, or an O(health_url) that
+    does not answer 200 within O(health_timeout) - the restore is rolled back - the app containers are stopped, the
+    safety set is restored and its row counts compared, the app containers are started again on it and, with
+    O(health_url), their health is checked again. The task fails with a message saying why it rolled back, what the
+    health check answered and whether the application is healthy again on the safety copy (if it is not, the
+    message says so and where the safety set is kept).
+  - Without a safety set (O(safety_backup=false), or a target database that did not exist) nothing can be rolled
+    back; the task fails and the restored data stays.
   - There is no version gate - the set records no application version, only the PostgreSQL server version
     (shown in the plan). A dump restores into the same or a newer PostgreSQL major version.
   - "The database of a set written by M(idp.recovery.authentik_dump) is accepted too: only its database is restored,
@@ -88,7 +95,8 @@ options:
     type: str
   health_timeout:
     description:
-      - Seconds to wait for O(health_url).
+      - Seconds to wait for O(health_url), after the restore and again after a rollback. An application that is not
+        ready by then is taken as not healthy on the restored data, and the restore is rolled back.
     type: int
     default: 300
 notes:
@@ -190,12 +198,26 @@ safety_set:
   type: str
 health:
   description: The health check (url, status, seconds waited).
-  returned: when a health check ran
+  returned: when a health check passed
   type: dict
 rolled_back:
-  description: Whether a failure after the drop was answered by restoring the safety set.
+  description:
+    - Whether a failure after the drop (including app containers that did not start or did not become healthy) was
+      answered by restoring the safety set. The steps of the rollback are in RV(steps) (C(rollback_stop_apps),
+      C(rollback_recreate), C(rollback_restore), C(rollback_compare), C(rollback_start_apps), C(rollback_health)).
   returned: on failure after the drop
   type: bool
+healthy_after_rollback:
+  description:
+    - After a rollback, whether the app containers started again on the safety copy and answered O(health_url).
+      C(true) healthy again; C(false) not, or the app containers did not start (the message says why and where the
+      safety set is kept); null when no health check ran.
+  returned: on failure after the drop, when a safety set was taken
+  type: bool
+rollback_health:
+  description: The health check on the safety copy after a rollback (url, status, seconds waited).
+  returned: when the application answered its health check again after a rollback
+  type: dict
 '''
 
 from ansible.module_utils.basic import AnsibleModule

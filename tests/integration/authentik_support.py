@@ -294,10 +294,11 @@ def run_postgres(name, password, network=None, image=POSTGRES_IMAGE, user=DB_USE
 
 
 def run_standin(name, mode, db_host, password, network, image=None, user=DB_USER, database=DB_NAME,
-                volumes=(), labels=None):
+                volumes=(), labels=None, environment=None):
     """Start an authentik-server (mode ``server``) or authentik-worker (``worker``) container:
     the stand-in image by default, or a real Authentik image given as ``image``.
-    ``volumes`` are docker ``-v`` strings (host:container)."""
+    ``volumes`` are docker ``-v`` strings (host:container); ``environment`` more variables
+    (such as the stand-in's test knob AUTHENTIK_STANDIN_UNREADY_SQL)."""
     if mode not in ('server', 'worker'):
         raise FixtureError('mode must be server or worker, not %r' % (mode,))
     image = image or (SERVER_IMAGE if mode == 'server' else WORKER_IMAGE)
@@ -310,6 +311,8 @@ def run_standin(name, mode, db_host, password, network, image=None, user=DB_USER
         argv += ['-v', volume]
     for key, value in sorted((labels or {}).items()):
         argv += ['--label', '%s=%s' % (key, value)]
+    for key, value in sorted((environment or {}).items()):
+        argv += ['-e', '%s=%s' % (key, value)]
     argv += [image, mode]
     env = dict(os.environ, AUTHENTIK_POSTGRESQL__PASSWORD=password)
     proc = subprocess.run(argv, env=env, capture_output=True, check=False)

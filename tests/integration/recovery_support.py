@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shlex
 import signal
@@ -114,6 +115,29 @@ def listing(directory):
 def sha256sum_check(set_dir, env=None):
     return subprocess.run(['sha256sum', '--strict', '-c', 'MANIFEST.sha256'], cwd=str(set_dir), env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=120, check=False)
+
+
+def reseal(set_dir, *rels):
+    """Make the set agree with its changed files ``rels`` again, as whoever can rewrite the whole set
+    can: the recorded size and SHA-256 in metadata.json, then the manifest lines of ``rels`` and of
+    metadata.json. What is left to catch a forgery is decryption and the content checks."""
+    set_dir = Path(set_dir)
+    metadata_path = set_dir / 'metadata.json'
+    metadata = json.loads(metadata_path.read_text())
+    for rel in rels:
+        data = (set_dir / rel).read_bytes()
+        info = metadata.setdefault('payloads', {}).get(rel)
+        if info is not None:
+            info.update(sha256=hashlib.sha256(data).hexdigest(), size=len(data))
+    metadata_path.write_text(json.dumps(metadata, indent=2, sort_keys=True) + '\n')
+    manifest = set_dir / 'MANIFEST.sha256'
+    lines = []
+    for line in manifest.read_text().splitlines():
+        rel = line.split('  ', 1)[1]
+        if rel in rels or rel == 'metadata.json':
+            line = '%s  %s' % (hashlib.sha256((set_dir / rel).read_bytes()).hexdigest(), rel)
+        lines.append(line)
+    manifest.write_text('\n'.join(lines) + '\n')
 
 
 def stock_decrypt_command(payload, encryption, compression, keys, passphrase_file=None):

@@ -19,7 +19,7 @@ import time
 import pytest
 
 from kotauth_support import start_kotauth_standin
-from recovery_support import kill_tree
+from recovery_support import kill_tree, reseal
 
 PASSPHRASE = 'kotauth-archive-pass-%s' % os.urandom(8).hex()
 SEED = ('acme:30', 'globex:12', 'broken:5', 'tampered:4')
@@ -175,20 +175,14 @@ def _copy_set(exported, name):
 
 
 def _replace_envelope(set_dir, rel, keys, change):
-    """Change the envelope inside one payload and re-encrypt it; the manifest is rewritten to match
+    """Change the envelope inside one payload and re-encrypt it; the manifest and metadata are rewritten to match
     (what a copy made before the manifest, or a re-encryption, would look like)."""
     path = set_dir / rel
     envelope = change(_envelope(path, keys))
     zstd = subprocess.run(['zstd', '-q', '-c'], input=envelope, stdout=subprocess.PIPE, check=True).stdout
     sealed = subprocess.run(['age', '-r', keys.age_recipient], input=zstd, stdout=subprocess.PIPE, check=True).stdout
     path.write_bytes(sealed)
-    manifest = set_dir / 'MANIFEST.sha256'
-    lines = []
-    for line in manifest.read_text().splitlines():
-        if line.endswith('  ' + rel):
-            line = '%s  %s' % (hashlib.sha256(sealed).hexdigest(), rel)
-        lines.append(line)
-    manifest.write_text('\n'.join(lines) + '\n')
+    reseal(set_dir, rel)
 
 
 def _flip(envelope):

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from ory_support import *  # noqa: F401,F403  pylint: disable=wildcard-import,unused-wildcard-import
+from recovery_support import reseal
 
 WRITE_OPERATIONS = ('PATCH /admin/identities', 'POST /admin/identities', 'POST /admin/clients', 'PUT /admin/keys/{set}',
                     'PATCH /admin/relation-tuples', 'PUT /projects/{project_id}')
@@ -240,11 +241,8 @@ def _rewrite_payload(set_dir, rel, keys, change):
     zstd = subprocess.run(['zstd', '-q', '-c'], input=plain, stdout=subprocess.PIPE, check=True).stdout
     enc = subprocess.run(['age', '-e', '-r', keys.age_recipient], input=zstd, stdout=subprocess.PIPE, check=True).stdout
     path.write_bytes(enc)
-    digest = subprocess.run(['sha256sum', str(path)], stdout=subprocess.PIPE, check=True).stdout.split()[0].decode()
-    manifest = Path(set_dir) / 'MANIFEST.sha256'
-    lines = [('%s  %s' % (digest, rel)) if line.endswith('  ' + rel) else line
-             for line in manifest.read_text().splitlines()]
-    manifest.write_text('\n'.join(lines) + '\n')
+    # manifest and metadata.json agree again, as a forger who rewrites the whole set makes them
+    reseal(set_dir, rel)
 
 
 def _with_unknown_field(items):

@@ -252,7 +252,7 @@ def test_pg_restore_killed_after_the_drop_rolls_back(run_module, module_runner, 
     names = [s['name'] for s in result['steps']]
     assert names[:5] == ['verify', 'stop_apps', 'safety_backup', 'recreate_database', 'restore_database']
     assert result['steps'][4]['failed'] is True
-    assert names[5:] == ['rollback_recreate', 'rollback_restore', 'rollback_compare']
+    assert names[5:] == ['rollback_recreate', 'rollback_restore', 'rollback_compare', 'rollback_start_apps']
     assert _counts(new) == live
     assert _running(app)
     safety = json.loads((Path(result['safety_set']) / 'metadata.json').read_text(encoding='utf-8'))

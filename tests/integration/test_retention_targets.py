@@ -7,6 +7,11 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import time
+
 from offsite_support import (  # noqa: F401  pylint: disable=unused-import
     BUCKET,
     make_set,
@@ -25,12 +30,28 @@ OLD_INCOMPLETE = '20261121T150000Z'
 NEW_INCOMPLETE = '20261122T150000Z'
 
 
+def _abandon(set_dir):
+    """Make an open set look like an interrupted run: its writer gone, nothing written for an hour."""
+    proc = subprocess.Popen(['true'])
+    proc.wait()
+    marker_path = set_dir / '.in-progress'
+    marker = json.loads(marker_path.read_text())
+    marker['pid'] = proc.pid
+    marker['writer'] = dict(marker['writer'], pid=proc.pid, start_time=1)
+    marker_path.write_text(json.dumps(marker))
+    when = time.time() - 3600
+    for current, dirs, files in os.walk(str(set_dir)):
+        for name in dirs + files + ['.']:
+            os.utime(os.path.join(current, name), (when, when))
+
+
 def _root(tmp_path, keys, service='authentik'):
     root = tmp_path / 'backups'
     for stamp in COMPLETE:
         make_set(root, service, stamp, keys.age_recipient, sizes=(2048,))
     for stamp in (OLD_INCOMPLETE, NEW_INCOMPLETE):
         make_set(root, service, stamp, keys.age_recipient, sizes=(2048,), complete=False)
+    _abandon(root / service / OLD_INCOMPLETE)
     return root
 
 

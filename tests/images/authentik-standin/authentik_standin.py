@@ -23,6 +23,11 @@ Authentik depend on, against the real PostgreSQL database:
 - ``healthcheck``: like ``ak healthcheck``, exit 0 when healthy, 1 otherwise (the image's
   HEALTHCHECK).
 
+Test knob (not part of Authentik's contract, unset in the image): AUTHENTIK_STANDIN_UNREADY_SQL,
+when set, is a query run with every readiness check; while it returns a row (or fails), the
+stand-in is not ready (``/-/health/ready/`` 503, the worker's check fails). Tests use it to make a
+given database content - a marker row in a backup set - one the application does not accept.
+
 Its own version comes from AUTHENTIK_VERSION (and AUTHENTIK_BUILD), baked into the image,
 which also carries the label org.opencontainers.image.version like the real images.
 Logs are JSON lines on stderr.
@@ -48,6 +53,7 @@ WORKER_STATE = '/tmp/authentik-standin-worker.json'
 READY_SQL = 'SELECT 1 FROM authentik_core_user LIMIT 1'
 VERSION_SQL = 'SELECT version, build FROM authentik_version_history ORDER BY "timestamp" DESC LIMIT 1'
 RECORD_SQL = 'INSERT INTO authentik_version_history ("timestamp", version, build) VALUES (now(), %s, %s)'
+UNREADY_ENV = 'AUTHENTIK_STANDIN_UNREADY_SQL'
 RETRY_SECONDS = 2
 WORKER_INTERVAL = 5
 
@@ -209,6 +215,9 @@ def startup(db, mode):
 def ready(db):
     try:
         db.query(READY_SQL)
+        unready = os.environ.get(UNREADY_ENV)
+        if unready and db.query(unready):
+            return False
         return True
     except psycopg2.Error:
         return False

@@ -201,10 +201,22 @@ def test_every_service_is_judged():
     assert len(report['reasons']) == 2
 
 
-def test_future_set_is_a_warning():
+def test_future_set_fails():
     report = _report([_service(age=-2 * HOUR)])
+    assert report['result'] == 'failed'
+    assert report['services'][0]['rpo_ok'] is False
+    assert report['reasons'] == [
+        'authentik: the set is dated 2h after the drill started (more than the 5m of clock skew allowed), so its age '
+        'is negative and the data-loss window is unknown; a clock was wrong or the set was renamed: check the clocks '
+        '(NTP) and the stamp of the set']
+
+
+def test_set_dated_within_the_clock_skew_counts_as_age_zero():
+    report = _report([_service(age=-60)])
     assert report['result'] == 'passed'
-    assert report['warnings'] == ['authentik: the set is dated 2h after the drill started; check the clocks']
+    assert report['services'][0]['rpo_seconds'] == 0 and report['services'][0]['rpo_ok'] is True
+    assert report['warnings'] == ['authentik: the set is dated 1m after the drill started (within the 5m of clock skew '
+                                  'allowed); its age counts as 0']
 
 
 @pytest.mark.parametrize('mutate, fragment', [

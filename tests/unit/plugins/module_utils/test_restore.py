@@ -128,3 +128,31 @@ def test_steps_record_details_failures_and_the_total():
     assert steps.done[0]['files'] == 2 and 'failed' not in steps.done[0]
     assert steps.done[1]['failed'] is True and steps.done[1]['error'] == 'broken'
     assert steps.total() == round(sum(s['seconds'] for s in steps.done), 3)
+
+
+def test_steps_record_unexpected_errors_too():
+    steps = _restore.Steps()
+
+    def crash():
+        raise KeyError('payload')
+
+    with pytest.raises(KeyError):
+        steps.run('restore_database', crash)
+    assert steps.done[0]['failed'] is True and steps.done[0]['error'] == "KeyError: 'payload'"
+    converted = _restore.as_recovery_error(KeyError('payload'))
+    assert isinstance(converted, RecoveryError) and converted.msg == "unexpected error: KeyError: 'payload'"
+    same = RecoveryError('as it is')
+    assert _restore.as_recovery_error(same) is same
+
+
+@pytest.mark.parametrize('state, expected', [
+    ({'Running': True, 'Status': 'running'}, None),
+    ({'Running': True, 'Restarting': True, 'Status': 'restarting'}, None),
+    ({'Running': False, 'Status': 'exited', 'ExitCode': 3},
+     'app container app is not running after it was started (status exited, exit code 3; see docker logs app)'),
+    ({'Running': False, 'Status': 'created', 'ExitCode': 127, 'Error': 'exec: "app": not found'},
+     'app container app is not running after it was started (status created, exit code 127, exec: "app": not found; '
+     'see docker logs app)'),
+])
+def test_container_problem(state, expected):
+    assert _restore.container_problem('app', state) == expected

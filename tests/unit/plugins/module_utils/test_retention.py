@@ -15,6 +15,7 @@ from ansible_collections.idp.recovery.plugins.module_utils import _retention
 from ansible_collections.idp.recovery.plugins.module_utils._common import RecoveryError, make_stamp
 
 BASE = datetime.datetime(2026, 1, 1, 3, 0, tzinfo=datetime.timezone.utc)
+FAR = datetime.datetime(2040, 1, 1, tzinfo=datetime.timezone.utc)
 
 
 def _sets(*specs):
@@ -152,7 +153,7 @@ def test_properties(seed):
     for _dummy in range(25):
         sets = _random_sets(rng)
         policy = _random_policy(rng)
-        decided = _retention.decide(sets, policy)
+        decided = _retention.decide(sets, policy, now=FAR)
         assert sorted(item['stamp'] for item in decided) == sorted(item['stamp'] for item in sets)
         complete = sorted(item['stamp'] for item in sets if item['complete'])
         kept = set(_kept(decided))
@@ -172,4 +173,35 @@ def test_properties(seed):
             assert item['reasons'], item
         # idempotent: the policy applied to what it kept removes nothing more
         survivors = [item for item in sets if item['stamp'] in kept]
-        assert _removed(_retention.decide(survivors, policy)) == []
+        assert _removed(_retention.decide(survivors, policy, now=FAR)) == []
+
+
+def test_future_stamp_is_refused():
+    now = BASE + datetime.timedelta(days=3)
+    sets = _daily(3) + [{'stamp': '20991231T000000Z', 'complete': True, 'service': 'authentik'}]
+    with pytest.raises(RecoveryError) as error:
+        _retention.decide(sets, _retention.Policy(keep_last=1), now=now)
+    assert '20991231T000000Z is stamped in the future' in error.value.msg
+    assert 'nothing was removed' in error.value.msg
+    assert error.value.details['future'] == ['20991231T000000Z']
+
+
+def test_clock_skew_allowance():
+    now = BASE + datetime.timedelta(days=2)
+    near = make_stamp(now + datetime.timedelta(seconds=240))
+    decided = _retention.decide(_daily(3)[:2] + [{'stamp': near, 'complete': True}], _retention.Policy(keep_last=1),
+                                now=now)
+    assert _kept(decided) == [near]
+    assert _retention.future_sets([{'stamp': near}], now) == []
+    assert _retention.future_sets([{'stamp': make_stamp(now + datetime.timedelta(seconds=301))}], now) != []
+
+
+def test_incomplete_set_with_a_live_writer_is_kept():
+    sets = _daily(3) + [{'stamp': '20260101T150000Z', 'complete': False, 'alive': True, 'writer': 'pid 42 runs'},
+                        {'stamp': '20260102T150000Z', 'complete': False, 'alive': False}]
+    decided = _retention.decide(sets, _retention.Policy(keep_last=1), now=FAR)
+    decided = dict((item['stamp'], item) for item in decided)
+    assert decided['20260101T150000Z']['keep'] is True
+    assert decided['20260101T150000Z']['reasons'] == ['incomplete, a run is still writing it: pid 42 runs']
+    assert decided['20260102T150000Z']['keep'] is False
+    assert decided['20260102T150000Z']['reasons'] == [_retention.REASON_INCOMPLETE_OLD]
