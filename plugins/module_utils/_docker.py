@@ -163,12 +163,14 @@ class DockerEngine(object):
                 network, self.base_url, _api_message(exc)), network=network)
 
     def create_container(self, name, image, command=None, env=None, labels=None, network=None, tmpfs=None,
-                         shm_size=None, extra_hosts=None):
+                         shm_size=None, extra_hosts=None, binds=None):
         """Create (not start) a container without published ports; return its ID.
 
-        extra_hosts: {host name: address} added to the container's /etc/hosts."""
+        extra_hosts: {host name: address} added to the container's /etc/hosts; binds: ["SOURCE:PATH:ro", ...]
+        (a volume name or a directory of the engine's host)."""
         host_config = self.api.create_host_config(network_mode=network or 'bridge', tmpfs=tmpfs or None,
-                                                  shm_size=shm_size or None, extra_hosts=extra_hosts or None)
+                                                  shm_size=shm_size or None, extra_hosts=extra_hosts or None,
+                                                  binds=list(binds) if binds else None)
         networking_config = None
         if network:
             networking_config = self.api.create_networking_config({network: self.api.create_endpoint_config()})
@@ -181,6 +183,29 @@ class DockerEngine(object):
             raise RecoveryError('cannot create container %s from image %s on the Docker engine at %s: %s' % (
                 name, image, self.base_url, _api_message(exc)), container=name)
         return created['Id']
+
+    def copy_tree(self, source, path, target, directory):
+        """Stream ``path`` of container ``source`` (a tar through the engine) into ``directory`` of container
+        ``target`` (which must exist); return the bytes streamed. Memory stays flat."""
+        try:
+            chunks, _stat = self.api.get_archive(source, path, chunk_size=CHUNK_SIZE)
+        except (APIError, DockerException) as exc:
+            raise RecoveryError('cannot read %s of container %s: %s' % (path, source, _api_message(exc)),
+                                container=source, path=path)
+        counted = [0]
+
+        def counting():
+            for chunk in chunks:
+                counted[0] += len(chunk)
+                yield chunk
+        try:
+            if not self.api.put_archive(target, directory, counting()):
+                raise RecoveryError('the Docker engine did not unpack %s into %s of container %s' % (
+                    path, directory, target), container=target)
+        except (APIError, DockerException) as exc:
+            raise RecoveryError('cannot copy %s of container %s into %s of container %s: %s' % (
+                path, source, directory, target, _api_message(exc)), container=target, path=path)
+        return counted[0]
 
     def remove_container(self, name, volumes=True):
         """Remove a container (running or not) with its anonymous volumes; True when it existed."""

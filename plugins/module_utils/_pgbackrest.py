@@ -12,9 +12,12 @@ engine API's exec, as the operating system user ``postgres``) or on this host (a
 ``runuser`` when the module runs as root). Both are a ``Host``: run a command, write a file, read a
 file.
 
-Secrets (repository cipher passphrase, S3 keys) are written only into the configuration file
-(mode 0640, owned by the server's operating system user) over the command's standard input, never
-into an argument.
+Secrets (repository cipher passphrase, S3 keys) are written only into the live server's
+configuration file (mode 0640, owned by the server's operating system user) over the command's
+standard input, never into an argument. A staging restore writes a configuration without them and
+hands them to pgBackRest and to the staging server (whose ``restore_command`` runs pgBackRest) in
+the environment (``PGBACKREST_REPO1_CIPHER_PASS`` ...), so that no file of a staging restore holds
+a secret.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -24,6 +27,7 @@ import datetime
 import grp
 import json
 import os
+import posixpath
 import pwd
 import re
 import subprocess
@@ -43,6 +47,10 @@ TARGET_TYPES = ('latest', 'immediate', 'time', 'name', 'lsn', 'xid')
 BACKUP_TYPES = ('full', 'diff', 'incr')
 SEGMENTS_PER_LOG = 0x100  # 16 MiB WAL segments: 256 per log file number
 RESTORE_POINT_MAX = 63
+# the repository options pgBackRest treats as secret: (option, parameter of repos[])
+SECRET_OPTIONS = (('cipher-pass', 'cipher_pass'), ('s3-key', 's3_key'), ('s3-key-secret', 's3_key_secret'))
+# where pgBackRest and PostgreSQL write in a staging container: a repository mounted read-only must not cover them
+STAGING_WRITE_PATHS = ('/run/postgresql', '/tmp', '/var/spool/pgbackrest')
 # a backup or restore of a large database runs for hours: the engine connection must not time out first
 COMMAND_TIMEOUT = 24 * 3600
 
@@ -141,12 +149,16 @@ def _option_lines(options, what, prefix=''):
     return lines
 
 
-def ca_path(config_path, index):
+def ca_path(config_path, index, own=False):
+    """The CA file of repository ``index``: beside the configuration, or with ``own`` named after it."""
+    if own:
+        return '%s.repo%d-ca.pem' % (config_path, index)
     return os.path.join(os.path.dirname(config_path), 'repo%d-ca.pem' % index)
 
 
-def repo_lines(repo, index, config_path):
-    """The repoN-* lines of one repository (validated)."""
+def repo_lines(repo, index, config_path, secrets=True, own_ca=False):
+    """The repoN-* lines of one repository (validated); without ``secrets`` the secret options are left out
+    (see secret_env)."""
     n = 'repo%d-' % index
     what = 'repos[%d]' % (index - 1)
     lines = [n + 'type=' + repo['type'], n + 'path=' + _value(repo.get('path') or '/var/lib/pgbackrest', what + '.path')]
@@ -157,9 +169,11 @@ def repo_lines(repo, index, config_path):
         lines += [n + 's3-bucket=' + _value(repo['s3_bucket'], what + '.s3_bucket'),
                   n + 's3-endpoint=' + _value(repo['s3_endpoint'], what + '.s3_endpoint'),
                   n + 's3-region=' + _value(repo.get('s3_region') or 'us-east-1', what + '.s3_region'),
-                  n + 's3-key=' + _value(repo['s3_key'], what + '.s3_key'),
-                  n + 's3-key-secret=' + _value(repo['s3_key_secret'], what + '.s3_key_secret'),
                   n + 's3-uri-style=' + (repo.get('s3_uri_style') or 'host')]
+        key_lines = [n + 's3-key=' + _value(repo['s3_key'], what + '.s3_key'),
+                     n + 's3-key-secret=' + _value(repo['s3_key_secret'], what + '.s3_key_secret')]
+        if secrets:
+            lines[-1:-1] = key_lines
         if repo.get('storage_port'):
             lines.append(n + 'storage-port=%d' % int(repo['storage_port']))
         if repo.get('storage_verify_tls') is False:
@@ -167,7 +181,7 @@ def repo_lines(repo, index, config_path):
         if repo.get('storage_ca') and repo.get('storage_ca_file'):
             raise RecoveryError('%s: give storage_ca (the PEM text) or storage_ca_file (a path), not both' % what)
         if repo.get('storage_ca'):
-            lines.append(n + 'storage-ca-file=' + ca_path(config_path, index))
+            lines.append(n + 'storage-ca-file=' + ca_path(config_path, index, own_ca))
         elif repo.get('storage_ca_file'):
             lines.append(n + 'storage-ca-file=' + _value(repo['storage_ca_file'], what + '.storage_ca_file'))
     cipher = repo.get('cipher_type') or 'aes-256-cbc'
@@ -175,7 +189,10 @@ def repo_lines(repo, index, config_path):
         if not repo.get('cipher_pass'):
             raise RecoveryError('%s: an encrypted repository (cipher_type %s) needs cipher_pass; an unencrypted one '
                                 'must say cipher_type: none' % (what, cipher))
-        lines += [n + 'cipher-type=' + cipher, n + 'cipher-pass=' + _value(repo['cipher_pass'], what + '.cipher_pass')]
+        lines.append(n + 'cipher-type=' + cipher)
+        passphrase = n + 'cipher-pass=' + _value(repo['cipher_pass'], what + '.cipher_pass')
+        if secrets:
+            lines.append(passphrase)
     for key, option in (('retention_full', 'retention-full'), ('retention_full_type', 'retention-full-type'),
                         ('retention_diff', 'retention-diff')):
         if repo.get(key) is not None:
@@ -188,8 +205,11 @@ def repo_lines(repo, index, config_path):
 
 
 def render_config(stanza, pg_path, repos, options=None, pg_port=5432, pg_user=None, pg_socket_path=None,
-                  config_path=CONFIG_PATH, command_options=None):
-    """The text of pgbackrest.conf: [global] (repositories, options), [global:COMMAND] sections, then [stanza]."""
+                  config_path=CONFIG_PATH, command_options=None, secrets=True, own_ca=False):
+    """The text of pgbackrest.conf: [global] (repositories, options), [global:COMMAND] sections, then [stanza].
+
+    Without ``secrets`` the passphrases and keys are left out: pgBackRest then takes them from the environment
+    that secret_env() gives. With ``own_ca`` the CA files are named after config_path (see ca_path)."""
     check_stanza(stanza)
     if not repos:
         raise RecoveryError('at least one repository is needed')
@@ -197,7 +217,7 @@ def render_config(stanza, pg_path, repos, options=None, pg_port=5432, pg_user=No
         raise RecoveryError('pg_path (the data directory) must be an absolute path, got %r' % (pg_path,))
     lines = ['# Written by idp.recovery; changes here are overwritten on the next run.', '[global]']
     for index, repo in enumerate(repos, 1):
-        lines += repo_lines(repo, index, config_path)
+        lines += repo_lines(repo, index, config_path, secrets, own_ca)
     lines += _option_lines(options, 'options')
     for command in sorted(command_options or {}):
         if not _OPTION_RE.match(str(command)) or not isinstance(command_options[command], dict):
@@ -221,14 +241,96 @@ def config_from_params(params, pg_path, config_path=None):
                          params.get('command_options'))
 
 
-def ca_files(params, config_path=None):
+def ca_files(params, config_path=None, own=False):
     """{path: PEM text} of the repositories whose CA is given as text."""
     found = {}
     for index, repo in enumerate(params['repos'], 1):
         if repo.get('storage_ca'):
             text = repo['storage_ca'] if repo['storage_ca'].endswith('\n') else repo['storage_ca'] + '\n'
-            found[ca_path(config_path or params['config_path'], index)] = text
+            found[ca_path(config_path or params['config_path'], index, own)] = text
     return found
+
+
+def secret_env(repos):
+    """{PGBACKREST_REPOn_OPTION: value} of the repositories' secrets, for a configuration rendered without them.
+
+    pgBackRest reads any option from a PGBACKREST_ variable (upper case, "_" for "-"), secret ones too."""
+    env = {}
+    for index, repo in enumerate(repos or [], 1):
+        for option, key in SECRET_OPTIONS:
+            if key == 'cipher_pass' and (repo.get('cipher_type') or 'aes-256-cbc') == 'none':
+                continue
+            if key != 'cipher_pass' and repo.get('type') != 's3':
+                continue
+            if repo.get(key):
+                env['PGBACKREST_REPO%d_%s' % (index, option.upper().replace('-', '_'))] = \
+                    _value(repo[key], 'repos[%d].%s' % (index - 1, key))
+    return env
+
+
+# ---------------------------------------------------------------------------------------------
+# paths: the live server's data directory, repositories seen from a staging container
+
+def normalise_path(path, what='path'):
+    """An absolute path without ".", "..", repeated or trailing "/" (lexically, as posixpath.normpath)."""
+    text = str(path or '')
+    if not text.startswith('/'):
+        raise RecoveryError('%s must be an absolute path, got %r' % (what, path))
+    # normpath keeps a leading "//" (POSIX leaves its meaning open); on Linux it is "/"
+    return '/' + posixpath.normpath(text).lstrip('/')
+
+
+def path_within(path, parent):
+    """Whether normalised ``path`` is ``parent`` or below it."""
+    return path == parent or parent == '/' or path.startswith(parent.rstrip('/') + '/')
+
+
+def plan_repo_mount(repo_path, mounts, pgdata, write_paths):
+    """How a staging container reaches the posix repository at ``repo_path`` of the live container.
+
+    ``mounts`` is the live container's inspect ``Mounts``; ``pgdata`` is the staging container's data directory
+    (nothing may be mounted in or over it), ``write_paths`` the other directories it writes (its configuration,
+    logs; nothing read-only may cover them). Returns
+    ``{'access': 'mount', 'mount_type', 'source', 'destination', 'bind'}`` - the live container's volume or host
+    directory mounted read-only at the same path - or ``{'access': 'copy', 'reason'}`` when the repository is
+    only in the live container's own file system (or on a mount that cannot be shared without covering the
+    staging container's own directories).
+    """
+    repo_path = normalise_path(repo_path, 'repository path')
+
+    def covers(path):
+        return path_within(path, pgdata) or any(path_within(own, path) for own in [pgdata] + list(write_paths))
+    if covers(repo_path):
+        raise RecoveryError('the posix repository %s overlaps the staging container\'s own directories (%s): it can be '
+                            'neither mounted nor copied there; restore with data_dir where the live server runs, or '
+                            'keep the repository at a path of its own' % (
+                                repo_path, ', '.join([pgdata] + sorted(write_paths))), refused=True)
+    found = None
+    for mount in mounts or []:
+        destination = mount.get('Destination')
+        if not destination or not destination.startswith('/'):
+            continue
+        destination = normalise_path(destination)
+        if path_within(repo_path, destination) and (found is None or len(destination) > len(found[0])):
+            found = (destination, mount)
+    if found is None:
+        return {'access': 'copy', 'reason': 'in the container\'s own file system, on no volume or bind mount'}
+    destination, mount = found
+    kind = mount.get('Type')
+    rest = repo_path[len(destination):].lstrip('/')
+    if kind == 'bind' and mount.get('Source'):
+        # exactly the repository's directory of the host
+        source = posixpath.join(mount['Source'], rest) if rest else mount['Source']
+        return {'access': 'mount', 'mount_type': 'bind', 'source': source, 'destination': repo_path,
+                'bind': '%s:%s:ro' % (source, repo_path)}
+    if kind == 'volume' and mount.get('Name'):
+        # a volume mounts whole: at its own path, unless that covers the staging container's own directories
+        if not covers(destination):
+            return {'access': 'mount', 'mount_type': 'volume', 'source': mount['Name'], 'destination': destination,
+                    'bind': '%s:%s:ro' % (mount['Name'], destination)}
+        return {'access': 'copy', 'reason': 'on volume %s mounted at %s, which would cover the staging container\'s '
+                                            'own directories' % (mount['Name'], destination)}
+    return {'access': 'copy', 'reason': 'on a %s mount at %s that cannot be shared' % (kind or 'unknown', destination)}
 
 
 def archive_command(stanza, config_path=CONFIG_PATH):
@@ -484,6 +586,20 @@ class ContainerHost(object):
         if code != 0:
             raise RecoveryError('cannot create %s in %s: %s' % (path, self.where, err), path=path)
 
+    def path_facts(self, path):
+        """(the path with every symbolic link resolved, "device:inode" of what it names or None when missing)."""
+        code, out, err = self.run(['sh', '-c', 'realpath -m -- "$1" && { stat -L -c %d:%i -- "$1" 2>/dev/null || echo -; }',
+                                   'sh', path], user='root')
+        lines = out.splitlines()
+        if code != 0 or len(lines) != 2 or not lines[0].startswith('/'):
+            raise RecoveryError('cannot resolve %s in %s: %s' % (path, self.where, err or out), path=path)
+        return lines[0], (None if lines[1] == '-' else lines[1])
+
+    def remove_files(self, paths):
+        """Remove files (missing ones are fine)."""
+        if paths:
+            self.run(['rm', '-f', '--'] + list(paths), user='root')
+
 
 class LocalUserRunner(object):
     """Client tools on this host as ``user`` (through runuser when this process is root)."""
@@ -544,6 +660,22 @@ class LocalHost(object):
         except OSError as exc:
             raise RecoveryError('cannot read %s: %s' % (path, exc.strerror or exc), path=path)
 
+    def path_facts(self, path):
+        try:
+            found = os.stat(path)
+        except OSError:
+            return os.path.realpath(path), None
+        return os.path.realpath(path), '%d:%d' % (found.st_dev, found.st_ino)
+
+    def remove_files(self, paths):
+        for path in paths:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                raise RecoveryError('cannot remove %s: %s' % (path, exc.strerror or exc), path=path)
+
     def ensure_dir(self, path, owner, mode=0o750):
         if not os.path.isdir(path):
             os.makedirs(path, mode)
@@ -570,11 +702,13 @@ def host_from_params(params, engine=None):
 class PgBackRest(object):
     """pgBackRest for one stanza, run as the server's operating system user on a Host."""
 
-    def __init__(self, host, stanza, os_user='postgres', config_path=CONFIG_PATH):
+    def __init__(self, host, stanza, os_user='postgres', config_path=CONFIG_PATH, env=None):
         self.host = host
         self.stanza = check_stanza(stanza)
         self.os_user = os_user
         self.config_path = config_path
+        # secrets of a configuration written without them (secret_env)
+        self.env = dict(env or {})
 
     def argv(self, command, *args):
         base = ['pgbackrest']
@@ -585,7 +719,7 @@ class PgBackRest(object):
     def run(self, command, *args):
         """Run a command; return (stdout, stderr, seconds); a failure raises with pgBackRest's message."""
         started = time.monotonic()
-        code, out, err = self.host.run(self.argv(command, *args), user=self.os_user)
+        code, out, err = self.host.run(self.argv(command, *args), user=self.os_user, env=self.env or None)
         seconds = round(time.monotonic() - started, 3)
         if code != 0:
             text = '\n'.join(part for part in (out, err) if part)
@@ -598,7 +732,7 @@ class PgBackRest(object):
         out, _err, _seconds = self.run('info', '--output=json')
         return parse_info(out, self.stanza)
 
-    def write_config(self, text, ca=None):
+    def write_config(self, text, ca=None, mode=0o640):
         """Write the configuration (and CA files) when they differ; return True when something changed."""
         changed = False
         files = dict(ca or {})
@@ -606,7 +740,7 @@ class PgBackRest(object):
         for path, data in sorted(files.items()):
             if self.host.read_file(path) == data:
                 continue
-            self.host.write_file(path, data.encode('utf-8'), 0o640, self.os_user)
+            self.host.write_file(path, data.encode('utf-8'), mode, self.os_user)
             changed = True
         return changed
 

@@ -175,3 +175,79 @@ def test_describe_failure_names_a_wrong_passphrase_without_garbage():
     assert message.startswith('restore failed (exit code 75): [75] no backup set found to restore')
     assert 'cipher passphrase' in message and '\x8d' not in message and 'at line 1 ' in message
     assert _pgbackrest.pgbackrest_errors(output) == [(75, 'no backup set found to restore')]
+
+
+def test_render_config_without_secrets_and_their_environment():
+    posix = {'type': 'posix', 'path': '/var/lib/pgbackrest', 'cipher_pass': 'posix pass'}
+    plain = {'type': 'posix', 'path': '/srv/plain', 'cipher_type': 'none', 'cipher_pass': 'unused'}
+    text = _pgbackrest.render_config('authentik', '/data', [S3, posix, plain], config_path='/etc/pgbackrest/x.conf',
+                                     secrets=False, own_ca=True)
+    for secret in ('secret pass', 'posix pass', 'AK', 'SK', 'unused'):
+        assert secret not in text.replace('BACK', ''), secret
+    lines = text.splitlines()
+    for line in ('repo1-cipher-type=aes-256-cbc', 'repo2-cipher-type=aes-256-cbc', 'repo1-s3-bucket=wal',
+                 'repo1-storage-ca-file=/etc/pgbackrest/x.conf.repo1-ca.pem'):
+        assert line in lines, line
+    assert _pgbackrest.secret_env([S3, posix, plain]) == {
+        'PGBACKREST_REPO1_CIPHER_PASS': 'secret pass', 'PGBACKREST_REPO1_S3_KEY': 'AK',
+        'PGBACKREST_REPO1_S3_KEY_SECRET': 'SK', 'PGBACKREST_REPO2_CIPHER_PASS': 'posix pass'}
+    full = _pgbackrest.render_config('authentik', '/data', [S3, posix]).splitlines()
+    assert 'repo1-s3-key=AK' in full and 'repo2-cipher-pass=posix pass' in full
+    assert full.index('repo1-s3-key=AK') < full.index('repo1-s3-uri-style=path')
+    assert _pgbackrest.ca_files({'repos': [S3], 'config_path': '/etc/pgbackrest/x.conf.staging-5433'}, own=True) == {
+        '/etc/pgbackrest/x.conf.staging-5433.repo1-ca.pem': '-----BEGIN CERTIFICATE-----\n'}
+    with pytest.raises(RecoveryError, match='one line'):
+        _pgbackrest.secret_env([dict(posix, cipher_pass='a\nb')])
+
+
+@pytest.mark.parametrize('spelling', [
+    '/var/lib/postgresql/data', '/var/lib/postgresql/data/', '/var/lib/postgresql/data/.', '/var/lib/postgresql//data',
+    '//var/lib/postgresql/data', '///var/lib/postgresql/data/./', '/var/lib/postgresql/x/../data',
+    '/var/lib/postgresql/data/../data'])
+def test_normalise_path(spelling):
+    assert _pgbackrest.normalise_path(spelling) == '/var/lib/postgresql/data'
+
+
+def test_normalise_path_and_within():
+    assert _pgbackrest.normalise_path('/') == '/' and _pgbackrest.normalise_path('//') == '/'
+    with pytest.raises(RecoveryError, match='data_dir must be an absolute path'):
+        _pgbackrest.normalise_path('var/lib', 'data_dir')
+    assert _pgbackrest.path_within('/a/b', '/a') and _pgbackrest.path_within('/a', '/a')
+    assert _pgbackrest.path_within('/a', '/') and not _pgbackrest.path_within('/ab', '/a')
+    assert not _pgbackrest.path_within('/a', '/a/b')
+
+
+PGDATA = '/var/lib/postgresql/data'
+STAGING_PATHS = ['/etc/pgbackrest', '/var/log/pgbackrest', '/run/postgresql', '/tmp']
+VOLUME_MOUNT = {'Type': 'volume', 'Name': 'repo', 'Source': '/var/lib/docker/volumes/repo/_data',
+                'Destination': '/var/lib/pgbackrest', 'RW': True}
+
+
+def test_plan_repo_mount():
+    plan = _pgbackrest.plan_repo_mount('/var/lib/pgbackrest', [VOLUME_MOUNT], PGDATA, STAGING_PATHS)
+    assert plan == {'access': 'mount', 'mount_type': 'volume', 'source': 'repo', 'destination': '/var/lib/pgbackrest',
+                    'bind': 'repo:/var/lib/pgbackrest:ro'}
+    # below the volume's mount point: the whole volume at its own path
+    below = dict(VOLUME_MOUNT, Destination='/backup')
+    assert _pgbackrest.plan_repo_mount('/backup/pgbackrest/', [below], PGDATA, STAGING_PATHS)['bind'] == 'repo:/backup:ro'
+    # the deepest mount holding the path wins; a bind mount gives exactly the repository's host directory
+    bind = {'Type': 'bind', 'Source': '/srv/host-backup', 'Destination': '/backup/pg', 'RW': True}
+    plan = _pgbackrest.plan_repo_mount('/backup/pg/repo', [below, bind], PGDATA, STAGING_PATHS)
+    assert plan['mount_type'] == 'bind' and plan['bind'] == '/srv/host-backup/repo:/backup/pg/repo:ro'
+    # no mount: a copy
+    plan = _pgbackrest.plan_repo_mount('/srv/pgbackrest', [VOLUME_MOUNT], PGDATA, STAGING_PATHS)
+    assert plan['access'] == 'copy' and 'own file system' in plan['reason']
+    # a volume whose mount point would cover the staging data directory is copied, not mounted
+    parent = dict(VOLUME_MOUNT, Destination='/var/lib/postgresql')
+    plan = _pgbackrest.plan_repo_mount('/var/lib/postgresql/backrest', [parent], PGDATA, STAGING_PATHS)
+    assert plan['access'] == 'copy' and 'cover' in plan['reason']
+    # below a directory the staging container writes is fine; over it is not
+    assert _pgbackrest.plan_repo_mount('/tmp/repo', [], PGDATA, STAGING_PATHS)['access'] == 'copy'
+    tmpfs = {'Type': 'tmpfs', 'Destination': '/var/lib/pgbackrest'}
+    assert _pgbackrest.plan_repo_mount('/var/lib/pgbackrest', [tmpfs], PGDATA, STAGING_PATHS)['access'] == 'copy'
+
+
+@pytest.mark.parametrize('path', ['/var/lib/postgresql/data/repo', '/var/lib/postgresql', '/etc', '/'])
+def test_plan_repo_mount_refuses_a_repository_over_the_staging_directories(path):
+    with pytest.raises(RecoveryError, match='overlaps the staging container'):
+        _pgbackrest.plan_repo_mount(path, [VOLUME_MOUNT], PGDATA, STAGING_PATHS)
