@@ -77,10 +77,10 @@ options:
         type: str
         default: us-east-1
       s3_key:
-        description: The S3 access key (required with V(s3)); written only into the configuration file.
+        description: The S3 access key (required with V(s3)); written only into the live configuration file, never into argv or results; a staging restore passes it to pgBackRest in its environment instead.
         type: str
       s3_key_secret:
-        description: The S3 secret key (required with V(s3)); written only into the configuration file.
+        description: The S3 secret key (required with V(s3)); written only into the live configuration file, never into argv or results; a staging restore passes it to pgBackRest in its environment instead.
         type: str
       s3_uri_style:
         description: V(host) (virtual-hosted buckets) or V(path) (C(https://endpoint/bucket/...), for most S3 servers
@@ -112,7 +112,8 @@ options:
       cipher_pass:
         description:
           - The repository cipher passphrase (required unless O(repos[].cipher_type=none)). Written only into the
-            configuration file (mode 0640, owned by O(os_user)), never into an argument or a result.
+            live configuration file (mode 0640, owned by O(os_user)), never into an argument or a result; a
+            staging restore passes it to pgBackRest in its environment instead.
         type: str
       retention_full:
         description: Full backups to keep (C(repoN-retention-full)); older ones and their WAL are expired.
