@@ -50,8 +50,6 @@ SECRET_KEY = 'idp-recovery-secret-%s' % os.urandom(6).hex()
 BUCKET = 'idp-offsite'
 
 
-
-
 def free_port():
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(('127.0.0.1', 0))
