@@ -71,3 +71,20 @@ requirements:
   - the C(docker) Python library on the host that runs the module, with O(container)
   - PostgreSQL client tools (C(pg_dump), C(pg_restore), C(psql)) on the host that runs the module, with O(host)
 '''
+
+    # The options of the modules that dump a database (postgres_dump, authentik_dump).
+    DUMP = r'''
+options:
+  snapshot:
+    description:
+      - Dump from this snapshot instead of one of the module's own - the value C(SELECT pg_export_snapshot()) returned
+        in a transaction of the caller, in the same database. The dump, the row counts and the facts recorded in the
+        set are then those of that snapshot; several databases (or a database and other data the caller reads in the
+        same transaction) are captured at one instant.
+      - The caller keeps that transaction open until the module has begun the dump (holding it until the module ends
+        is simplest). A value that is not a snapshot identifier fails the task before anything is read or written; a
+        snapshot that cannot be imported (ended, or of another database) fails it like any failed dump. Check mode
+        imports it too.
+      - Ignored when the set already holds a database dump and O(force=false).
+    type: str
+'''

@@ -34,6 +34,7 @@ author:
 extends_documentation_fragment:
   - idp.recovery.attributes
   - idp.recovery.postgres
+  - idp.recovery.postgres.DUMP
   - idp.recovery.encryption.ENCRYPT
 attributes:
   check_mode:
@@ -120,18 +121,6 @@ options:
       - The C(.env) to capture, encrypted (refused with O(encryption=none)). Defaults to C(.env) in O(compose_dir)
         when that file exists.
     type: path
-  snapshot:
-    description:
-      - Dump from this snapshot instead of one of the module's own - the value C(SELECT pg_export_snapshot()) returned
-        in a transaction of the caller, in the same database. The dump, the row counts and the facts recorded in the
-        set are then those of that snapshot; several databases (or a database and other data the caller reads in the
-        same transaction) are captured at one instant.
-      - The caller keeps that transaction open until the module has begun the dump (holding it until the module ends
-        is simplest). A value that is not a snapshot identifier fails the task before anything is read or written; a
-        snapshot that cannot be imported (ended, or of another database) fails it like any failed dump. Check mode
-        imports it too.
-      - Ignored when the set already holds a database dump and O(force=false).
-    type: str
   force:
     description:
       - Dump the database again even when the set already holds a database dump.
