@@ -77,10 +77,14 @@ options:
         type: str
         default: us-east-1
       s3_key:
-        description: The S3 access key (required with V(s3)); written only into the live configuration file, never into argv or results; a staging restore passes it to pgBackRest in its environment instead.
+        description:
+          - The S3 access key (required with V(s3)); written only into the live configuration file, never into argv
+            or results; a staging restore passes it to pgBackRest in its environment instead.
         type: str
       s3_key_secret:
-        description: The S3 secret key (required with V(s3)); written only into the live configuration file, never into argv or results; a staging restore passes it to pgBackRest in its environment instead.
+        description:
+          - The S3 secret key (required with V(s3)); written only into the live configuration file, never into argv
+            or results; a staging restore passes it to pgBackRest in its environment instead.
         type: str
       s3_uri_style:
         description: V(host) (virtual-hosted buckets) or V(path) (C(https://endpoint/bucket/...), for most S3 servers
