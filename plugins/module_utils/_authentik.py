@@ -414,7 +414,7 @@ def dump_env(set_dir, env_file, backend, check_mode=False):
     sha256, size = run_to_file(producer, encrypt_stages(Compression('none'), backend), dest)
     info = backend.public_description()
     info.update({'format': 'raw', 'compression': 'none', 'size': size, 'sha256': sha256, 'secret': True,
-                 'source': {'type': 'file', 'path': env_file}})
+                 'source': {'type': 'file', 'path': env_file, 'bytes': producer.bytes}})
     try:
         _backup_set.write_fragment(set_dir, 'payload-' + rel, {'payloads': {rel: info}})
         _backup_set.write_fragment(set_dir, 'authentik-env', {'authentik': {'env': {'payload': rel}}})

@@ -136,6 +136,9 @@ def test_round_trip_with_app_stand_ins(run_module, stack, new_set, keys):
     # the .env is in the set only encrypted
     env_payload = Path(set_dir) / metadata['authentik']['env']['payload']
     assert stack.env['AUTHENTIK_SECRET_KEY'].encode() not in env_payload.read_bytes()
+    # its size is recorded, so that an extraction of it is bounded like every other payload's
+    env_source = metadata['payloads'][metadata['authentik']['env']['payload']]['source']
+    assert env_source['bytes'] == (stack.compose / '.env').stat().st_size
     before_files = {name: ak.snapshot(path) for name, path in stack.files.items()}
 
     # disaster: the users and the media are gone
