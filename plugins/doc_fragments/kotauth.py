@@ -21,8 +21,9 @@ options:
     required: true
   api_key:
     description:
-      - An admin API key of Kotauth's master tenant, with the tenants export scope (export, and the probes of
-        M(idp.recovery.kotauth_import)) and the tenants import scope (import).
+      - An admin API key of Kotauth's master tenant (C(kauth_...)), with the C(tenants:export) scope (export, and the
+        probes of M(idp.recovery.kotauth_import)) and the C(tenants:import) scope (import). A key that does not start
+        with C(kauth_) is refused before anything is sent - Kotauth would refuse it too.
       - Sent only in the C(Authorization) header. Falls back to the environment variable E(KOTAUTH_API_KEY).
     type: str
   kotauth_passphrase:

@@ -62,10 +62,14 @@ DEFAULT_CONTAINER_FILES = [
     ('blueprints', '/blueprints'),
 ]
 
+# The newest row of authentik_version_history: Authentik writes one row per version and build it
+# starts (lifecycle/system_migrations/version_history_update.py) into a table with a serial id
+# (version_history_create.py); rows written in one transaction share their timestamp, and of those
+# the one with the higher id was written last.
 VERSION_SQL = r"""
 SELECT json_build_object(
   'version', (SELECT json_build_object('version', version, 'build', build, 'timestamp', timestamp)
-                FROM authentik_version_history ORDER BY timestamp DESC LIMIT 1),
+                FROM authentik_version_history ORDER BY timestamp DESC, id DESC LIMIT 1),
   'migrations', (SELECT coalesce(json_object_agg(app, head ORDER BY app), '{}'::json)
                    FROM (SELECT app, max(name) AS head FROM django_migrations GROUP BY app) m))
 """

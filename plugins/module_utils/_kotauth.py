@@ -6,7 +6,7 @@
 """Private to this collection: Kotauth tenant archives (``bkp1``) and Kotauth's admin backup API.
 
 A Kotauth tenant archive is one ASCII line ``bkp1.{salt}.{nonce}.{ciphertext+tag}``, each part
-base64url: a 16-byte salt (Kotauth's documentation says 32; both are read), a 12-byte nonce and
+base64url: a 16-byte salt (Kotauth writes and reads only 16; 32 are read here too), a 12-byte nonce and
 AES-256-GCM ciphertext with its 128-bit tag, under a key derived with PBKDF2-HMAC-SHA256 and
 600,000 iterations from the export passphrase. The plaintext is Kotauth's JSON export: versions
 (``exportVersion``, ``schemaVersion``, ``kotauthVersion``, ``exportedAt``), a ``manifest`` with
@@ -76,6 +76,7 @@ MAX_ARCHIVE_BYTES = 2 * 1024 * 1024 * 1024
 EXPORT_PATH = '/admin/api/v1/tenants/%s/export'
 IMPORT_PATH = '/admin/api/v1/tenants/import'
 USER_AGENT = 'idp.recovery-kotauth'
+API_KEY_PREFIX = 'kauth_'
 DEFAULT_TIMEOUT = 300
 PAYLOAD_DIR = 'kotauth'
 CONTENT = 'kotauth-bkp1'
@@ -274,12 +275,16 @@ def archive_facts(document):
 ACTIONS = (
     ('applications.clientSecret', 'client_secrets',
      'Regenerate the OAuth client secrets of the {applications} application(s) and update every app that uses them.'),
+    # Kotauth's importer creates social providers disabled with a blank secret, mail disabled and every user with
+    # MFA off (BackupImporterService.performImport)
     ('socialProviders.clientSecret', 'social_login_secrets',
-     'Re-enter the client secrets of the {social_providers} social login provider(s).'),
+     'Re-enter the client secrets of the {social_providers} social login provider(s) and enable them again: Kotauth '
+     'imports them disabled.'),
     ('tenant.smtpPassword', 'smtp',
-     'Re-enter the SMTP password and re-enable outgoing mail{smtp_note}.'),
+     'Re-enter the SMTP password and re-enable outgoing mail{smtp_note}: Kotauth imports the tenant with mail disabled.'),
     ('users.totpSeed', 'mfa_reenrolment',
-     'MFA: {users_with_mfa} user(s) with MFA must enrol their authenticator again (TOTP seeds are not exported).'),
+     'MFA: {users_with_mfa} user(s) with MFA must enrol their authenticator again (TOTP seeds are not exported; '
+     'Kotauth imports every user with MFA off).'),
     ('users.recoveryCodes', 'recovery_codes',
      'MFA recovery codes are gone: users generate new ones after enrolling again.'),
     ('webauthn_credentials', 'passkeys',
@@ -371,6 +376,11 @@ class KotauthClient(object):
             raise RecoveryError('url must be the http:// or https:// base URL of Kotauth, not %r' % (url,))
         if not api_key:
             raise RecoveryError('api_key is required (a master-tenant admin API key, or KOTAUTH_API_KEY)')
+        # Kotauth's bearer provider turns only tokens starting with kauth_ into a principal; anything else gets a
+        # bare 401 before the request is read (Application.kt, bearer("api-key"))
+        if not api_key.startswith(API_KEY_PREFIX):
+            raise RecoveryError('api_key is not a Kotauth API key: Kotauth admin API keys start with %s (create one in '
+                                'the master tenant with the tenants:export and tenants:import scopes)' % API_KEY_PREFIX)
         self.url = url.rstrip('/')
         self._api_key = api_key
         self.timeout = timeout
@@ -388,18 +398,23 @@ class KotauthClient(object):
         except HTTPError as exc:
             body = exc.read() if exc.fp is not None else b''
             msg, title = problem_message(exc.code, body)
+            if exc.code == 401 and not body.strip():
+                # the bearer provider's challenge: no problem body, only WWW-Authenticate
+                msg = 'the API key was refused before the request was read'
             text = 'Kotauth %s failed with HTTP %s: %s' % (label, exc.code, msg)
             if exc.code in (401, 403):
-                text += '; check api_key (a master-tenant admin API key with the tenants export/import scopes)'
+                text += ('; check api_key (a master-tenant admin API key with the tenants:export scope, and '
+                         'tenants:import for restores)')
             raise KotauthAPIError(text, status=exc.code, title=title)
         except (URLError, HTTPException, OSError) as exc:
             raise KotauthAPIError('Kotauth %s: cannot connect to %s: %s' % (label, self.url, getattr(exc, 'reason', None) or exc))
 
     def export(self, slug, passphrase, include_signing_keys=False, include_audit_log=False):
-        """Start an export; return (response, info) where the response streams the archive.
+        """Start an export; return (response, content type).
 
-        Kotauth answers either with the archive itself (application/octet-stream) or with JSON
-        carrying it as ``envelope`` (with the versions and counts beside it); both are read.
+        Kotauth's admin API answers with JSON carrying the archive as ``envelope``, with the versions,
+        counts and manifest beside it (AdminBackupRoutes.kt, ExportResponse). A raw archive
+        (application/octet-stream, what the admin console downloads) is read too.
         """
         body = json.dumps({'passphrase': passphrase, 'includeSigningKeys': bool(include_signing_keys),
                            'includeAuditLog': bool(include_audit_log)}).encode('utf-8')
@@ -408,8 +423,12 @@ class KotauthClient(object):
         ctype = (resp.headers.get('Content-Type') or '').split(';')[0].strip().lower()
         return resp, ctype
 
-    def import_archive(self, envelope, passphrase, new_slug, request_format='multipart'):
-        """Create a tenant from an archive; return the decoded answer."""
+    def import_archive(self, envelope, passphrase, new_slug, request_format='json'):
+        """Create a tenant from an archive; return the decoded answer.
+
+        Kotauth's admin API reads only JSON ``{envelope, passphrase, newSlug}`` (AdminBackupRoutes.kt,
+        ImportRequest) and answers any other body with 400; ``multipart`` is kept for compatibility.
+        """
         if request_format == 'json':
             body = json.dumps({'envelope': bytes(envelope).decode('ascii'), 'passphrase': passphrase,
                                'newSlug': new_slug}).encode('utf-8')
@@ -761,7 +780,7 @@ class Importer(object):
             result['msg'] = 'would import tenant %s from %s as %s' % (slug, set_dir, new_slug)
             return result
         answer = self.client.import_archive(data, self.params['kotauth_passphrase'], new_slug,
-                                            self.params['request_format'])
+                                            self.params.get('request_format') or 'json')
         tenant = {
             'slug': answer.get('newTenantSlug'),
             'schema_version': answer.get('schemaVersion'),

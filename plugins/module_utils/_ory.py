@@ -48,6 +48,25 @@ BACKOFF_BASE = 0.5
 # a reset header above this is a UNIX time, not a number of seconds
 EPOCH_THRESHOLD = 10 ** 9
 
+# What authenticates an OAuth2 client at Hydra's token endpoint, by its token_endpoint_auth_method
+# (ory/fosite client_authentication.go, AuthenticateClient): a shared secret (HTTP Basic, the form
+# body, or an HMAC-signed client assertion), the client's own keys (a client assertion signed with
+# a key of its jwks or jwks_uri), or nothing (a public client). An empty method is Hydra's default,
+# client_secret_basic (ory/hydra client/validator.go, Validate).
+CLIENT_AUTH = {
+    'client_secret_basic': 'secret',
+    'client_secret_post': 'secret',
+    'client_secret_jwt': 'secret',
+    'private_key_jwt': 'keys',
+    'none': 'none',
+}
+
+
+def client_auth(client):
+    """(token_endpoint_auth_method, 'secret' | 'keys' | 'none' | None for a method Hydra does not know)."""
+    method = client.get('token_endpoint_auth_method') or 'client_secret_basic'
+    return method, CLIENT_AUTH.get(method)
+
 
 class OryAPIError(RecoveryError):
     """An Ory API answered with an error (or could not be reached)."""

@@ -13,9 +13,15 @@ Layout under ``<set>/<prefix>/`` (prefix ``ory`` by default), every file an encr
 * ``restore/`` import-ready files in the formats of the stock Ory CLI: ``identities.json``
   (``ory import identities``), ``oauth2-clients.json`` (``ory import oauth2-client``),
   ``jwk/<set>/<n>.json`` (``ory import jwk <set>``, one key per file), ``relationships.json``
-  (``ory create relationships -f``), ``project.json`` (a ``PUT /projects/{id}`` body with the
-  identity schemas and the OPL embedded as ``base64://``) and ``identity-index.json`` (old ID,
-  external ID and identifiers of every identity, for the ID map and the plan).
+  (the tuples as exported, naming the **old** identity IDs), ``project.json`` (a ``PUT
+  /projects/{id}`` body with the identity schemas and the OPL embedded as ``base64://``) and
+  ``identity-index.json`` (old ID, external ID and identifiers of every identity, for the ID map
+  and the plan).
+
+Imported identities get new IDs, which are only known after the import: ``ory_import`` writes the
+tuples for ``ory create relationships -f`` with the new IDs (``write_relationships_file``) into its
+state directory, and ``remap_tuple`` is the one place that decides where an identity ID can stand
+in a tuple.
 
 Pages stream straight into the compressor and encryptor (``PayloadWriter``); nothing leaves this
 process in plaintext except through the pipes of those stages.
@@ -358,3 +364,70 @@ def stream_array_payload(set_dir, rel, keys, handle_item):
             raise
         raise RecoveryError('%s: %s' % (rel, exc.msg), path=path, **exc.details)
     return counter[0]
+
+
+# -- relation tuples and new identity IDs
+
+def remap_tuple(item, new_id_of):
+    """The tuple with every identity ID replaced by the identity's new ID, or None when one cannot be mapped yet.
+
+    ``new_id_of(value)`` returns the new ID of an identity of the bundle, ``False`` for a value that is not
+    an identity of the bundle (kept as it is) and ``None`` for an identity that is not in the target (yet).
+    An identity ID can stand in three places: the subject ID (``Document:doc#owners@<id>``), the object
+    (``User:<id>#delegates@...``) and the object of a subject set (``...@User:<id>#delegates``); the last
+    two only make sense together, so all three are remapped.
+    """
+    out = dict(item)
+    subject = item.get('subject_id')
+    places = [('object', item.get('object'))]
+    if subject:
+        places.append(('subject_id', subject))
+    sset = item.get('subject_set')
+    if isinstance(sset, dict) and sset.get('object'):
+        places.append(('subject_set', sset['object']))
+    for place, value in places:
+        new = new_id_of(value)
+        if new is None:
+            return None
+        if new is False:
+            continue
+        if place == 'subject_set':
+            out['subject_set'] = dict(sset, object=new)
+        else:
+            out[place] = new
+    return out
+
+
+RELATIONSHIPS_FILE = 'relationships.json'
+
+
+def write_relationships_file(path, stream, new_id_of):
+    """Write the tuples of ``stream`` (a function taking a per-item callback) remapped to the new identity IDs.
+
+    The result is a JSON array in the format of ``ory create relationships`` (and of the
+    ``PATCH /admin/relation-tuples`` insert bodies), written atomically with mode 0600. Tuples naming
+    an identity that is not in the target are left out and counted. Returns (written, left_out).
+    """
+    tmp = '%s%s%s' % (path, PARTIAL, os.urandom(4).hex())
+    counts = [0, 0]
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, 'wb') as handle:
+            out = JsonArrayWriter(handle)
+
+            def add(item):
+                mapped = remap_tuple(item, new_id_of)
+                if mapped is None:
+                    counts[1] += 1
+                    return
+                out.add(mapped)
+                counts[0] += 1
+            stream(add)
+            out.close()
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.rename(tmp, path)
+    except BaseException:
+        remove_quietly(tmp)
+        raise
+    return counts[0], counts[1]

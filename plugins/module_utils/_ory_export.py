@@ -17,7 +17,7 @@ from ansible.module_utils.six.moves.urllib.parse import parse_qsl, urlsplit
 
 from ansible_collections.idp.recovery.plugins.module_utils import _backup_set
 from ansible_collections.idp.recovery.plugins.module_utils._common import RecoveryError, iso, utcnow
-from ansible_collections.idp.recovery.plugins.module_utils._ory import OryAPIError, OryClient
+from ansible_collections.idp.recovery.plugins.module_utils._ory import OryAPIError, OryClient, client_auth
 from ansible_collections.idp.recovery.plugins.module_utils._ory_bundle import (
     BUNDLE_FORMAT,
     FRAGMENT,
@@ -38,6 +38,12 @@ CLIENT_READ_ONLY = ('client_secret', 'created_at', 'updated_at', 'registration_a
 WEBAUTHN_FIELDS = ('added_at', 'attestation', 'attestation_type', 'authenticator', 'display_name', 'flags', 'id',
                    'is_passwordless', 'public_key', 'transport')
 JWK_PRIVATE = {'RSA': 'd', 'EC': 'd', 'OKP': 'd', 'oct': 'k'}
+WITHHELD_CAUSES = {
+    'list_ignored_include_credential': '; the identity list ignored include_credential while the same identity read by '
+                                       'its ID carries its hash, as Kratos releases before include_credential on the '
+                                       'list do (ory/kratos#3190)',
+    'api_withholds': '; reading the identity by its ID does not return the hash either',
+}
 
 
 # -- conversions from what the API returns to what the import decoders accept
@@ -54,20 +60,55 @@ def _providers(config):
     return out
 
 
-def import_credentials(credentials):
-    """(identityWithCredentials dict, exported types, password hash missing) from an identity's credentials."""
+PASSWORD_HASHED = 'hashed'
+PASSWORD_MIGRATION_HOOK = 'migration_hook'
+PASSWORD_NONE = 'none'
+PASSWORD_WITHHELD = 'withheld'
+PASSWORD_NOT_REQUESTED = 'not_requested'
+
+
+def password_state(credentials, requested=True):
+    """What an identity's listing says of its password, one of the PASSWORD_* values.
+
+    Kratos keeps a password credential with identifiers and an empty configuration ({}) for every
+    identity whose schema marks a trait as password identifier (identity/extension_credentials.go,
+    setIdentifier), also for users who never set a password (social sign-in, passkey, code), and
+    an administrator who removes a password leaves the same shape (identity/identity.go,
+    deleteCredentialPassword). Stored configurations are never empty (an empty one is written as
+    {}, persistence/sql/identity/persister_identity.go, createIdentityCredentials), and the API
+    shows the configuration of a credential type only when asked for it and null otherwise
+    (identity/identity.go, WithDeclassifiedCredentials). So, when the password credential was asked
+    for (include_credential=password), a configuration that is absent or null means the API withheld
+    it; an object without hashed_password means there is no password.
+    """
+    cred = (credentials or {}).get('password')
+    if cred is None:
+        return PASSWORD_NONE
+    config = (cred or {}).get('config')
+    if not isinstance(config, dict):
+        return PASSWORD_WITHHELD if requested else PASSWORD_NOT_REQUESTED
+    if config.get('hashed_password'):
+        return PASSWORD_HASHED
+    if config.get('use_password_migration_hook'):
+        return PASSWORD_MIGRATION_HOOK
+    return PASSWORD_NONE
+
+
+def import_credentials(credentials, requested=True):
+    """(identityWithCredentials dict, exported types, password state) from an identity's credentials."""
     out = {}
-    missing_hash = False
+    state = password_state(credentials, requested)
     for kind, cred in (credentials or {}).items():
         config = (cred or {}).get('config')
         if kind == 'password':
-            if not config or not config.get('hashed_password'):
-                missing_hash = True
-                continue
-            entry = {'hashed_password': config['hashed_password']}
-            if config.get('use_password_migration_hook'):
-                entry['use_password_migration_hook'] = True
-            out['password'] = {'config': entry}
+            if state == PASSWORD_HASHED:
+                entry = {'hashed_password': config['hashed_password']}
+                if config.get('use_password_migration_hook'):
+                    entry['use_password_migration_hook'] = True
+                out['password'] = {'config': entry}
+            elif state == PASSWORD_MIGRATION_HOOK:
+                # no hash yet: the password migration webhook still checks it at the next sign-in
+                out['password'] = {'config': {'use_password_migration_hook': True}}
         elif kind in ('oidc', 'saml'):
             providers = _providers(config)
             if providers:
@@ -87,11 +128,15 @@ def import_credentials(credentials):
                 if config.get('user_handle') is not None:
                     entry['user_handle'] = config['user_handle']
                 out[kind] = {'config': entry}
-    return out, sorted(out), missing_hash
+    return out, sorted(out), state
 
 
-def import_identity(identity):
-    """A createIdentityBody for an identity as listed by the admin API (old ID kept in external_id)."""
+def import_identity(identity, requested=True):
+    """A createIdentityBody for an identity as listed by the admin API (old ID kept in external_id).
+
+    Returns (body, exported credential types, password state); ``requested`` tells whether the
+    password credential was asked for (see password_state).
+    """
     body = {'schema_id': identity['schema_id'], 'traits': identity.get('traits') or {},
             'external_id': identity.get('external_id') or identity['id']}
     if identity.get('state') in ('active', 'inactive'):
@@ -106,10 +151,10 @@ def import_identity(identity):
     if identity.get('recovery_addresses'):
         body['recovery_addresses'] = [dict((k, v) for k, v in a.items() if k in ('value', 'via'))
                                       for a in identity['recovery_addresses']]
-    credentials, kinds, missing_hash = import_credentials(identity.get('credentials'))
+    credentials, kinds, state = import_credentials(identity.get('credentials'), requested)
     if credentials:
         body['credentials'] = credentials
-    return body, kinds, missing_hash
+    return body, kinds, state
 
 
 def identity_identifiers(identity):
@@ -169,6 +214,9 @@ class Exporter(object):
         started = time.time()
         started_at = iso(utcnow())
         _backup_set.safe_relpath(prefix)
+        if self.params.get('require_password_hashes') and 'identities' in self.include and 'password' not in self.credential_types:
+            raise RecoveryError('require_password_hashes=true needs password in identity_credentials: without it the '
+                                'API returns no password hash to check')
         if not os.path.isdir(set_dir) or not os.path.isfile(os.path.join(set_dir, _backup_set.MARKER)):
             raise RecoveryError('%s is not an open backup set (create it with idp.recovery.backup_set first)' % set_dir,
                                 path=set_dir)
@@ -309,8 +357,12 @@ class Exporter(object):
         index = JsonArrayWriter(bundle.open('restore/identity-index.json'))
         self._kind(bundle.rel('restore/identity-index.json'), 'identity_index')
         per_type = dict((kind, 0) for kind in self.credential_types)
-        missing_hash = 0
-        without_password = 0
+        withheld = dict((kind, 0) for kind in self.credential_types)
+        password_requested = 'password' in self.credential_types
+        states = dict((state, 0) for state in (PASSWORD_HASHED, PASSWORD_MIGRATION_HOOK, PASSWORD_NONE, PASSWORD_WITHHELD,
+                                               PASSWORD_NOT_REQUESTED))
+        empty_password = 0
+        withheld_sample = None
         total = 0
         pages = 0
         seen_ids = set()
@@ -324,14 +376,19 @@ class Exporter(object):
                 if identity['id'] in seen_ids:
                     raise RecoveryError('identity %s was listed twice; the listing is inconsistent' % identity['id'])
                 seen_ids.add(identity['id'])
-                body, kinds, missing = import_identity(identity)
+                body, kinds, state = import_identity(identity, password_requested)
                 for kind in kinds:
                     if kind in per_type:
                         per_type[kind] += 1
-                if missing:
-                    missing_hash += 1
-                if 'password' not in (identity.get('credentials') or {}):
-                    without_password += 1
+                credentials = identity.get('credentials') or {}
+                for kind in withheld:
+                    if kind in credentials and not isinstance((credentials[kind] or {}).get('config'), dict):
+                        withheld[kind] += 1
+                states[state] += 1
+                if state == PASSWORD_NONE and 'password' in credentials:
+                    empty_password += 1
+                if state == PASSWORD_WITHHELD and withheld_sample is None:
+                    withheld_sample = identity['id']
                 restore.add(body)
                 index.add({'id': identity['id'], 'external_id': body['external_id'],
                            'identifiers': identity_identifiers(identity)})
@@ -342,22 +399,56 @@ class Exporter(object):
             bundle.writers[bundle.rel(name)].commit()
         self.counts['identities'] = total
         self.counts['identity_pages'] = pages
+        cause = self.withheld_cause(kratos, withheld_sample) if withheld_sample else None
         self.credential_report = {
             'exported': per_type,
             'identities': total,
-            'password_hashes_missing': missing_hash,
-            'without_password': without_password,
+            'password_hashes': states[PASSWORD_HASHED],
+            'password_migration_hook': states[PASSWORD_MIGRATION_HOOK],
+            'without_password': states[PASSWORD_NONE],
+            'empty_password_credentials': empty_password,
+            'password_hashes_withheld': states[PASSWORD_WITHHELD],
+            # the former name of password_hashes_withheld, kept for readers of older sets
+            'password_hashes_missing': states[PASSWORD_WITHHELD],
+            'password_not_requested': states[PASSWORD_NOT_REQUESTED],
+            'withheld': dict((k, v) for k, v in withheld.items() if v),
+            'withheld_cause': cause,
             'requested': list(self.credential_types),
         }
-        if missing_hash:
-            msg = ('%d identities have a password credential whose hash was not returned by the API; they cannot keep '
-                   'their password after a restore' % missing_hash)
+        if states[PASSWORD_WITHHELD]:
+            msg = ('%d identities have a password credential whose hash the API withheld (asked for with '
+                   'include_credential=password, listed without its configuration%s); they cannot keep their password '
+                   'after a restore. %d identities have no password (never set) and do not count'
+                   % (states[PASSWORD_WITHHELD], WITHHELD_CAUSES.get(cause, ''), states[PASSWORD_NONE]))
             if self.params.get('require_password_hashes'):
-                raise RecoveryError(msg + ' (require_password_hashes=true)', password_hashes_missing=missing_hash)
+                raise RecoveryError(msg + ' (require_password_hashes=true)',
+                                    password_hashes_withheld=states[PASSWORD_WITHHELD],
+                                    without_password=states[PASSWORD_NONE], withheld_cause=cause)
             self.warnings.append(msg)
+        others = sorted('%s (%d)' % (k, v) for k, v in withheld.items() if v and k != 'password')
+        if others:
+            self.warnings.append('the API withheld the configuration of these requested credential types, which are '
+                                 'not in the export: %s' % ', '.join(others))
         if per_type.get('totp'):
             self.warnings.append('%d identities have TOTP; imported TOTP secrets may not validate in the target project '
                                  '(ory/kratos#4561): be ready to ask these users to enroll again' % per_type['totp'])
+
+    def withheld_cause(self, kratos, identity_id):
+        """Why a password configuration came without its content: ask for the same identity by its ID.
+
+        GET /admin/identities/{id} declassifies the credentials named in include_credential
+        (identity/handler.go, get); a listing that ignores the parameter (Kratos before ory/kratos#3190
+        was done, or an API that does not honour it as asked, ory/network#425) is told apart from an
+        API that withholds the configuration everywhere.
+        """
+        try:
+            one = kratos.get_json('/admin/identities/%s' % identity_id, query={'include_credential': ['password']}) or {}
+        except OryAPIError:
+            return None
+        state = password_state(one.get('credentials'))
+        if state == PASSWORD_WITHHELD:
+            return 'api_withholds'
+        return 'list_ignored_include_credential'
 
     def export_clients(self, bundle):
         hydra = self.conn.client('hydra')
@@ -374,7 +465,7 @@ class Exporter(object):
                     raise RecoveryError('the OAuth2 client list holds an entry without client_id')
                 restore.add(import_client(client))
                 total += 1
-                if client.get('token_endpoint_auth_method', 'client_secret_basic') != 'none':
+                if client_auth(client)[1] == 'secret':
                     with_secret += 1
         restore.close()
         for name in ('resources/oauth2-clients.pages.jsonl', 'restore/oauth2-clients.json'):

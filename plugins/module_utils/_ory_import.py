@@ -19,6 +19,7 @@ __metaclass__ = type
 import hashlib
 import json
 import os
+import re
 import secrets
 import threading
 import time
@@ -36,15 +37,18 @@ from ansible_collections.idp.recovery.plugins.module_utils._common import (
     utcnow,
     write_file_atomic,
 )
-from ansible_collections.idp.recovery.plugins.module_utils._ory import OryAPIError, backoff_delay
+from ansible_collections.idp.recovery.plugins.module_utils._ory import CLIENT_AUTH, OryAPIError, backoff_delay, client_auth
 from ansible_collections.idp.recovery.plugins.module_utils._ory_bundle import (
     BUNDLE_FORMAT,
     FRAGMENT,
     PayloadWriter,
     dumps,
     find_payload,
+    RELATIONSHIPS_FILE,
     read_json_payload,
+    remap_tuple,
     stream_array_payload,
+    write_relationships_file,
 )
 from ansible_collections.idp.recovery.plugins.module_utils._ory_export import KINDS, fetch_content
 from ansible_collections.idp.recovery.plugins.module_utils._crypto import Compression, encrypt_stages, encryption_backend
@@ -58,6 +62,62 @@ TUPLE_BATCH = 500
 LOOKUP_LIMIT = 50
 CONFLICT_SAMPLE = 20
 PATCH_NAMESPACE = uuid.UUID('5b0c3f7e-8f1e-4c55-9a43-2e9f0b7a51d1')
+# the services the version gate reads, the client that reaches each, and the kinds each one restores
+GATED_SERVICES = (
+    ('kratos', 'kratos', ('config', 'identities')),
+    ('hydra', 'hydra', ('oauth2_clients', 'jwks')),
+    ('keto', 'keto_read', ('relationships',)),
+)
+_RELEASE = re.compile(r'^v?(\d+)\.(\d+)(?:\.\d+)?(?:[-+][0-9A-Za-z.+-]*)?$')
+
+
+def release_line(version):
+    """(major, minor) of an Ory version such as v1.3.1, 25.4.0 or v26.2.0-pre.1; None for anything else."""
+    match = _RELEASE.match(str(version or '').strip())
+    if not match:
+        return None
+    return int(match.group(1)), int(match.group(2))
+
+
+def version_gate(service, export_version, target_version, force=False, target_error=None):
+    """Decide whether an export of ``service`` at export_version may be imported into target_version.
+
+    A newer release line (major.minor) than the target's is refused: the import bodies follow the
+    export's API, which an older server may not accept. An older line passes with a warning. A version
+    that is missing or not a version (an export that recorded none, a target whose /version did not
+    answer) is refused too: the gate cannot tell, unless both sides report the very same string.
+    ``force`` turns every refusal into a warning.
+    Returns a dict (ok, forced, reason, warning, the versions and their lines).
+    """
+    export_line = release_line(export_version)
+    target_line = release_line(target_version)
+    result = {'service': service, 'export_version': export_version, 'target_version': target_version,
+              'export_line': '%d.%d' % export_line if export_line else None,
+              'target_line': '%d.%d' % target_line if target_line else None, 'warning': None}
+    reason = None
+    if export_version and str(export_version).strip() == str(target_version or '').strip():
+        pass  # the same build on both sides, also when it is not a release number (a development build)
+    elif export_line is None:
+        reason = ('the export records no %s version (%s): the backup set cannot tell which API its bodies follow'
+                  % (service, 'not a version: %r' % export_version if export_version else 'api_versions has none'))
+    elif target_line is None:
+        reason = ('the %s version of the target is unknown (%s)' % (
+            service, 'not a version: %r' % target_version if target_version else 'GET /version: %s' % (
+                target_error or 'no version in the answer')))
+    elif export_line > target_line:
+        reason = ('the export comes from %s %s (line %s), newer than the target %s (line %s): the target may refuse '
+                  'or misread what a newer release wrote; upgrade the target to line %s or newer' % (
+                      service, export_version, result['export_line'], target_version, result['target_line'],
+                      result['export_line']))
+    elif export_line < target_line:
+        result['warning'] = ('the export comes from %s %s (line %s), older than the target %s (line %s): it is '
+                             'imported; check the plan and the restored data for what the newer release changed' % (
+                                 service, export_version, result['export_line'], target_version,
+                                 result['target_line']))
+    result['ok'] = reason is None or bool(force)
+    result['forced'] = reason is not None and bool(force)
+    result['reason'] = reason
+    return result
 
 
 def _fail_bundle(rel, msg):
@@ -95,6 +155,22 @@ def check_tuple(item, rel, number):
     unknown = set(item) - set(['namespace', 'object', 'relation', 'subject_id', 'subject_set'])
     if unknown:
         _fail_bundle(rel, 'item %d has unknown fields %s' % (number, ', '.join(sorted(unknown))))
+
+
+def check_client_auth(client, rel):
+    """The client's token_endpoint_auth_method is one Hydra knows, with the keys it needs: Hydra refuses a
+    private_key_jwt client without jwks or jwks_uri, and a client with both (ory/hydra client/validator.go,
+    Validate); here that is found before anything is written."""
+    method, kind = client_auth(client)
+    cid = client.get('client_id')
+    if kind is None:
+        _fail_bundle(rel, 'client %s has token_endpoint_auth_method %r; this collection restores %s'
+                     % (cid, method, ', '.join(sorted(CLIENT_AUTH))))
+    has_jwks, has_uri = client.get('jwks') is not None, bool(client.get('jwks_uri'))
+    if has_jwks and has_uri:
+        _fail_bundle(rel, 'client %s has both jwks and jwks_uri; Hydra accepts only one of them' % cid)
+    if kind == 'keys' and not (has_jwks or has_uri):
+        _fail_bundle(rel, 'client %s authenticates with private_key_jwt but has neither jwks nor jwks_uri' % cid)
 
 
 def tuple_key(item):
@@ -200,6 +276,7 @@ class Bundle(object):
             def client(item):
                 if not isinstance(item, dict) or not isinstance(item.get('client_id'), str) or 'client_secret' in item:
                     _fail_bundle('restore/oauth2-clients.json', 'every client needs a client_id and no client_secret')
+                check_client_auth(item, 'restore/oauth2-clients.json')
             expect('oauth2_clients', self.stream('restore/oauth2-clients.json', client), 'restore/oauth2-clients.json')
         if 'jwks' in include and self.has('jwks'):
             sets = self.jwk_sets()
@@ -306,15 +383,24 @@ class Importer(object):
             for page in self.conn.client('hydra').pages_by_link('/admin/clients', page_size=500):
                 target.update(c['client_id'] for c in page)
             wanted = []
-            bundle.stream('restore/oauth2-clients.json', lambda c: wanted.append((c['client_id'], c.get('token_endpoint_auth_method'))))
+            bundle.stream('restore/oauth2-clients.json', lambda c: wanted.append((c['client_id'], client_auth(c)[1])))
             self.target_clients = target
-            create = [cid for cid, _method in wanted if cid not in target]
+            create = [(cid, kind) for cid, kind in wanted if cid not in target]
             plan['oauth2_clients'] = {'create': len(create), 'existing': len(wanted) - len(create), 'conflicts': 0}
             supplied = self.params.get('client_secrets') or {}
-            missing = [cid for cid, method in wanted if cid in create and (method or 'client_secret_basic') != 'none'
-                       and cid not in supplied]
-            plan['oauth2_clients']['secrets_supplied'] = len([c for c in create if c in supplied])
+            # only a client that authenticates with a shared secret needs one: a private_key_jwt client signs
+            # its assertion with its own keys, a public client has no credential (ory/fosite
+            # client_authentication.go, AuthenticateClient)
+            missing = [cid for cid, kind in create if kind == 'secret' and cid not in supplied]
+            unused = sorted(cid for cid, kind in create if kind != 'secret' and cid in supplied)
+            if unused:
+                self.warnings.append('client_secrets names %d clients that authenticate without a shared secret '
+                                     '(private_key_jwt or none): their secret is not used (%s)'
+                                     % (len(unused), ', '.join(unused[:CONFLICT_SAMPLE])))
+            plan['oauth2_clients']['secrets_supplied'] = len([c for c, kind in create if kind == 'secret' and c in supplied])
             plan['oauth2_clients']['secrets_to_generate'] = len(missing)
+            plan['oauth2_clients']['without_secret'] = {'keys': len([1 for _c, kind in create if kind == 'keys']),
+                                                        'none': len([1 for _c, kind in create if kind == 'none'])}
             self.secrets_to_generate = missing
         if 'jwks' in self.include and bundle.has('jwks'):
             sets = bundle.jwk_sets()
@@ -372,11 +458,8 @@ class Importer(object):
         def count(item):
             mapped = self.remap(item)
             if mapped is None:
-                ext = self.index.get(item.get('subject_id'))
-                if ext is not None and ext not in self.by_external:
-                    counts['create'] += 1  # the identity is created first
-                else:
-                    counts['unmapped'] += 1
+                # it names identities of the bundle that are not in the target: created first, or left out
+                counts['create' if 'identities' in self.include and bundle.has('identities') else 'unmapped'] += 1
             elif tuple_key(mapped) in self.target_tuples:
                 counts['existing'] += 1
             else:
@@ -387,14 +470,28 @@ class Importer(object):
     target_tuples = ()
 
     def remap(self, item):
-        """The tuple with an identity subject ID replaced by the new ID; None when it cannot be mapped yet."""
-        subject = item.get('subject_id')
-        if not subject or subject not in self.index:
-            return item
-        new = self.by_external.get(self.index[subject])
-        if new is None:
-            return None
-        return dict(item, subject_id=new)
+        """The tuple with identity IDs (subject, object, subject set object) replaced by the new IDs; None when
+        it cannot be mapped yet."""
+        return remap_tuple(item, self.new_id_of)
+
+    def new_id_of(self, value):
+        """The new ID of an identity of the bundle; False for a value that is none; None when not in the target."""
+        if not value or value not in self.index:
+            return False
+        return self.by_external.get(self.index[value])
+
+    def write_relationships(self, bundle):
+        """<state_dir>/relationships.json: the bundle's tuples with the new identity IDs, for the stock CLI."""
+        path = os.path.join(self.state_dir, RELATIONSHIPS_FILE)
+        written, left_out = write_relationships_file(
+            path, lambda handle: bundle.stream('restore/relationships.json', handle), self.new_id_of)
+        self.relationships_file = path
+        if left_out:
+            self.warnings.append('%d relation tuples name an identity that is not in the target; %s leaves them out'
+                                 % (left_out, path))
+        return written
+
+    relationships_file = None
 
     # -- config
 
@@ -577,13 +674,18 @@ class Importer(object):
 
         def add(client):
             cid = client['client_id']
-            method = client.get('token_endpoint_auth_method') or 'client_secret_basic'
+            method, kind = client_auth(client)
             if cid in self.target_clients:
-                report.append({'client_id': cid, 'secret': 'unchanged', 'action': 'existing'})
+                report.append({'client_id': cid, 'secret': 'unchanged' if kind == 'secret' else kind, 'action': 'existing',
+                               'token_endpoint_auth_method': method})
                 return
             body = dict(client)
-            if method == 'none':
-                source = 'none'
+            if kind != 'secret':
+                # 'keys' (private_key_jwt: jwks or jwks_uri travel in the body) or 'none' (a public client). Hydra
+                # makes up a secret for a client created without one and returns it for every client that is not
+                # public (ory/hydra client/handler.go, CreateClient); the token endpoint never accepts it for
+                # these methods (ory/fosite client_authentication.go), so the answer is not read
+                source = kind
             elif cid in supplied:
                 body['client_secret'] = supplied[cid]
                 source = 'supplied'
@@ -601,7 +703,11 @@ class Importer(object):
                 except OryAPIError:
                     raise exc
                 generated.pop(cid, None)
-                report.append({'client_id': cid, 'secret': 'unknown', 'action': 'existing',
+                if kind != 'secret':
+                    report.append({'client_id': cid, 'secret': kind, 'action': 'existing', 'token_endpoint_auth_method': method,
+                                   'note': 'created by an interrupted attempt'})
+                    return
+                report.append({'client_id': cid, 'secret': 'unknown', 'action': 'existing', 'token_endpoint_auth_method': method,
                                'note': 'created by an interrupted attempt; rotate its secret'})
                 return
             created[0] += 1
@@ -689,6 +795,43 @@ class Importer(object):
         if unmapped[0]:
             self.warnings.append('%d relation tuples name an identity that was not imported; they were left out' % unmapped[0])
 
+    # -- the version gate
+
+    def version_gates(self, bundle, network):
+        """Compare the versions the export recorded with the target's, for each service whose data is restored.
+
+        The target's versions come from ``GET /version`` of each admin API (ory/x healthx/handler.go,
+        Handler.Version, mounted by Kratos, Hydra and Keto); on Ory Network the project URL answers it for the
+        whole project (the project document itself carries no version). Only reads: check mode runs it too.
+        """
+        recorded = bundle.ory.get('api_versions') or {}
+        kinds = set(k for k in self.include if bundle.has(k) and (k != 'config' or network))
+        force = bool(self.params.get('force_version'))
+        gates = {}
+        answers = {}
+        for service, client_name, service_kinds in GATED_SERVICES:
+            if not kinds & set(service_kinds):
+                continue
+            url = self.conn.url_for(client_name)
+            if url not in answers:
+                try:
+                    answers[url] = ((self.conn.client(client_name).get_json('/version') or {}).get('version'), None)
+                except (OryAPIError, RecoveryError) as exc:
+                    answers[url] = (None, exc.msg)
+            target_version, error = answers[url]
+            gates[service] = version_gate(service, recorded.get(service), target_version, force, error)
+        refused = [g['reason'] for g in gates.values() if g['reason'] and not g['ok']]
+        if refused:
+            raise RecoveryError('version gate: %s; set force_version=true to import anyway; nothing was written'
+                                % '; '.join(refused), version_gate=gates)
+        for service in sorted(gates):
+            gate = gates[service]
+            if gate['forced']:
+                self.warnings.append('version gate overridden by force_version: %s' % gate['reason'])
+            elif gate['warning']:
+                self.warnings.append('version gate: %s' % gate['warning'])
+        return gates
+
     # -- the run
 
     def run(self, bundle):
@@ -703,6 +846,7 @@ class Importer(object):
         started = time.time()
         network = self.conn.is_network
         phases = self.phases = {}
+        gates = self.version_gates(bundle, network)
         validated = bundle.validate(self.include, network)
         phases['validate'] = round(time.time() - started, 2)
         plan = self.plan(bundle)
@@ -710,6 +854,7 @@ class Importer(object):
         conflicts = dict((k, v) for k, v in self.result['conflicts'].items() if v)
         to_do = _work_left(plan)
         result = {'plan': plan, 'validated': validated, 'conflicts': _sample(conflicts), 'changed': to_do,
+                  'version_gate': gates,
                   'source': {'set_dir': bundle.set_dir, 'project_id': bundle.ory.get('project_id'),
                              'deployment': bundle.ory.get('deployment')}}
         if conflicts and self.params.get('fail_on_conflict', True):
@@ -726,6 +871,7 @@ class Importer(object):
                                 % len(self.secrets_to_generate), clients=list(self.secrets_to_generate)[:CONFLICT_SAMPLE])
         if self.check_mode or not to_do:
             result['msg'] = 'nothing to do' if not to_do else 'check mode: nothing was written'
+            result['warnings'] = self.warnings
             return result
         self.state_dir = self.params.get('state_dir') or (bundle.set_dir.rstrip('/') + '.ory-import')
         ensure_dir(self.state_dir)
@@ -750,6 +896,9 @@ class Importer(object):
             mark = time.time()
             self.import_tuples(bundle)
             phases['relationships'] = round(time.time() - mark, 2)
+        if bundle.has('relationships') and bundle.has('identities') and self.index:
+            # the tuples with the new identity IDs, for a restore of them with the stock ory CLI
+            self.write_relationships(bundle)
         conflicts = dict((k, v) for k, v in self.result['conflicts'].items() if v)
         report = {
             'finished_at': iso(utcnow()),
@@ -772,6 +921,7 @@ class Importer(object):
             'id_map': os.path.join(self.state_dir, 'id-map.json') if 'identities' in plan else None,
             'rotation_report': list(self.rotation_report),
             'secrets_file': self.secrets_file,
+            'relationships_file': self.relationships_file,
             'duration_seconds': report['duration_seconds'],
             'requests': report['requests'],
             'phases_seconds': phases,
@@ -854,7 +1004,15 @@ def _quote(value):
 # -- verification helpers (ory_check)
 
 def mint_token(connection, client_id, client_secret, method='client_secret_basic', scope=None, audience=None):
-    """Ask the token endpoint for a client_credentials token; return (ok, details) without the token."""
+    """Ask the token endpoint for a client_credentials token; return (ok, details) without the token.
+
+    Only the two methods that send the secret itself: a private_key_jwt client proves itself with a signed
+    assertion, a public client (none) may not use client_credentials at all, and client_secret_jwt is refused
+    by Hydra's token endpoint (ory/fosite client_authentication.go, AuthenticateClient).
+    """
+    if method not in ('client_secret_basic', 'client_secret_post'):
+        raise RecoveryError('a token check sends the client secret with client_secret_basic or client_secret_post; '
+                            '%s clients cannot be checked this way' % method)
     client = connection.client('hydra_public')
     form = {'grant_type': 'client_credentials'}
     if scope:
@@ -877,13 +1035,18 @@ def mint_token(connection, client_id, client_secret, method='client_secret_basic
                 'access_token_sha256': hashlib.sha256(answer['access_token'].encode('utf-8')).hexdigest()[:16] if ok else None}
 
 
-def check_permission(connection, namespace, obj, relation, subject_id=None, subject_set=None):
+def check_permission(connection, namespace, obj, relation, subject_id=None, subject_set=None, max_depth=None):
+    """Keto's answer for a subject ID or a subject set (ory/keto ketoapi/enc_url_query.go, RelationQuery.ToURLQuery:
+    ``subject_set.namespace``, ``subject_set.object``, ``subject_set.relation``; ``max-depth`` from
+    internal/check/handler.go)."""
     query = {'namespace': namespace, 'object': obj, 'relation': relation}
     if subject_id:
         query['subject_id'] = subject_id
     if subject_set:
         for key in ('namespace', 'object', 'relation'):
             query['subject_set.%s' % key] = subject_set[key]
+    if max_depth:
+        query['max-depth'] = int(max_depth)
     answer = connection.client('keto_read').get_json('/relation-tuples/check/openapi', query=query) or {}
     return bool(answer.get('allowed'))
 

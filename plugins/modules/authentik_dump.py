@@ -227,7 +227,9 @@ database:
     server_version: "15.18"
     database_size: 9123456
 authentik_version:
-  description: The newest entry of C(authentik_version_history) (version, build, timestamp), or null.
+  description:
+    - The newest entry of C(authentik_version_history) (version, build, timestamp), or null.
+    - The newest is the one with the latest C(timestamp); of entries with the same timestamp, the one with the highest C(id).
   returned: always
   type: dict
   sample: {version: 2025.10.1, build: abc123, timestamp: "2025-11-02T10:11:12+00:00"}

@@ -91,8 +91,8 @@ options:
     type: bool
     default: false
 notes:
-  - Kotauth answers an export with the archive itself (C(application/octet-stream)) or with JSON carrying it as
-    C(envelope); both are read.
+  - Kotauth's admin API answers an export with JSON carrying the archive as C(envelope), beside its versions, counts
+    and manifest. A raw archive (C(application/octet-stream), what Kotauth's admin console downloads) is read too.
   - Decrypting the archive once holds it and its plaintext in memory for a moment, as Kotauth itself does when it
     builds it; nothing of it is written in plaintext.
 seealso:

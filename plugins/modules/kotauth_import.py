@@ -13,14 +13,16 @@ short_description: Import a Kotauth tenant archive from a backup set as a new te
 version_added: 0.1.0
 description:
   - Restores one tenant archive (C(bkp1)) written by M(idp.recovery.kotauth_export) into Kotauth through its admin
-    API (C(POST /admin/api/v1/tenants/import), multipart). Kotauth always creates a new tenant, in one transaction.
+    API (C(POST /admin/api/v1/tenants/import), a JSON body). Kotauth always creates a new tenant, in one transaction,
+    with mail disabled, social login providers disabled and every user's MFA off.
   - "Before anything is sent: every checksum of the set is verified, the archive is decrypted (the set's encryption,
     then the envelope with O(kotauth_passphrase)), its SHA-256 compared with the one recorded at export, and the
     version gate applied - the archive's schema version equal to the target's passes, older passes with a warning,
     newer is refused. A tenant slug that already exists on the target is refused unless O(new_slug) names a free one."
   - The target's schema version is O(target_schema_version) when given, else read from the instance through the
     export API (an export of O(schema_probe_slug) under a random, thrown-away passphrase; Kotauth records it in its
-    audit log). Whether a slug exists is read the same way (404 means it does not).
+    audit log). Whether a slug exists is read the same way (404 means it does not). The API key therefore needs the
+    C(tenants:export) scope as well as C(tenants:import).
   - Returns the new tenant's metadata and RV(post_restore_actions), derived from the archive's redacted fields
     (client and social login secrets to re-enter, SMTP to re-enable, MFA to enrol again, sessions gone).
 author:
@@ -66,11 +68,14 @@ options:
     default: master
   request_format:
     description:
-      - How the archive is sent. V(multipart) is the form upload (C(file), C(passphrase), C(newSlug)); V(json) sends
-        C({"envelope", "passphrase", "newSlug"}), which Kotauth versions whose export answers with JSON accept.
+      - How the archive is sent. V(json) sends C({"envelope", "passphrase", "newSlug"}), the body Kotauth's admin API
+        reads.
+      - V(multipart) (a form upload with C(file), C(passphrase), C(newSlug)) is deprecated and will be removed in
+        release 1.0.0. Kotauth's admin API refuses it with HTTP 400 C(Invalid request body); only its admin console
+        takes a form upload, behind a browser session.
     type: str
     choices: [multipart, json]
-    default: multipart
+    default: json
 notes:
   - The set's encryption needs O(identity), O(identity_content) or O(passphrase) (age or OpenPGP), unless the archive
     was exported with O(idp.recovery.kotauth_export#module:encryption=none).
@@ -167,6 +172,9 @@ from ansible_collections.idp.recovery.plugins.module_utils._module import run_mo
 def run(module):
     params = module.params
     check_passphrase(params['kotauth_passphrase'])
+    if params['request_format'] == 'multipart':
+        module.deprecate('request_format=multipart is refused by Kotauth\'s admin API (HTTP 400); use the default, json',
+                         version='1.0.0', collection_name='idp.recovery')
     require_cryptography()
     importer = Importer(client_from_params(params), params, keys_from_params(params), check_mode=module.check_mode)
     result = importer.run(params['set_dir'])
@@ -184,7 +192,7 @@ def main():
         new_slug=dict(type='str'),
         target_schema_version=dict(type='int'),
         schema_probe_slug=dict(type='str', default='master'),
-        request_format=dict(type='str', choices=['multipart', 'json'], default='multipart'),
+        request_format=dict(type='str', choices=['multipart', 'json'], default='json'),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     run_module(module, run)

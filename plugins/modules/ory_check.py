@@ -13,10 +13,14 @@ short_description: Prove that a restored Ory project works (token, permissions, 
 version_added: 0.1.0
 description:
   - Read-only checks for restore drills against an Ory project restored by M(idp.recovery.ory_import).
-  - O(token) asks the OAuth2 token endpoint for a C(client_credentials) token with a client's secret, and fails unless
-    the answer is what O(token.expect) says; V(failure) proves that an old secret no longer works.
+  - O(token) (and each of O(tokens)) asks the OAuth2 token endpoint for a C(client_credentials) token with a client's
+    secret, and fails unless the answer is what O(token.expect) says. V(failure) proves that a secret does not work -
+    it passes only when the token endpoint refuses to authenticate the client (HTTP 401, C(invalid_client)); a
+    refusal for another reason (a grant type the client may not use, a scope) does not prove that the secret is
+    wrong, and fails the check.
   - O(permissions) asks Keto for each relation and fails unless each answer equals its C(allowed) expectation, so a
-    drill checks one allowed and one denied tuple.
+    drill checks one allowed and one denied tuple. The subject is a subject ID or a subject set; Keto expands subject
+    sets (a group whose members are groups), so a check is allowed through them too.
   - O(identities) looks up identities by a credential identifier (an e-mail address, C(provider:subject)) and fails
     when one is missing or, with C(external_id), when it is not the restored copy of that old identity.
   - Fails with a report of every failed check; the token itself is never returned (only the first 16 hex digits of
@@ -50,14 +54,49 @@ options:
         description: Scopes to ask for, space separated.
         type: str
       expect:
-        description: V(success) when a token must be issued, V(failure) when it must be refused.
+        description:
+          - V(success) when a token must be issued, V(failure) when the client authentication must be refused (the
+            secret does not work).
+        type: str
+        choices: [success, failure]
+        default: success
+  tokens:
+    description:
+      - More token requests, each with the suboptions of O(token), checked the same way and reported in RV(tokens).
+      - The restore role uses them to prove that the old secret of every client whose secret was rotated is refused.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      client_id:
+        description: The OAuth2 client.
+        type: str
+        required: true
+      client_secret:
+        description: The secret to try.
+        type: str
+        required: true
+      method:
+        description: How the client authenticates at the token endpoint.
+        type: str
+        choices: [client_secret_basic, client_secret_post]
+        default: client_secret_basic
+      scope:
+        description: Scopes to ask for, space separated.
+        type: str
+      expect:
+        description: As O(token.expect).
         type: str
         choices: [success, failure]
         default: success
   permissions:
     description:
-      - Permission checks, each C(namespace), C(object), C(relation), C(subject_id) (or C(subject_set)) and the
-        expected C(allowed).
+      - Permission checks, each C(namespace), C(object), C(relation), a subject and the expected C(allowed).
+      - The subject is either C(subject_id) (a string) or C(subject_set), a dict of C(namespace), C(object) and
+        C(relation) - for example the members of a group as C(namespace=Group), C(object=admins) and
+        C(relation=members).
+      - An optional C(max_depth) limits how deep Keto expands subject sets (Keto's own limit applies when it is
+        lower).
     type: list
     elements: dict
     default: []
@@ -80,6 +119,12 @@ EXAMPLES = r'''
     permissions:
       - {namespace: Document, object: doc-1, relation: view, subject_id: "{{ alice_new_id }}", allowed: true}
       - {namespace: Document, object: doc-1, relation: view, subject_id: nobody, allowed: false}
+      # every member of the group may view: allowed through the subject set
+      - namespace: Document
+        object: doc-1
+        relation: view
+        subject_set: {namespace: Group, object: editors, relation: members}
+        allowed: true
     identities:
       - {identifier: alice@example.org, external_id: 3f1c0d3a-0f55-4d9e-8a4c-0e2b7a9d6c11}
   no_log: true
@@ -87,9 +132,16 @@ EXAMPLES = r'''
 
 RETURN = r'''
 token:
-  description: The token check - C(ok), C(expected), C(token_type), C(expires_in), C(access_token_sha256) or the error.
+  description:
+    - The token check - C(ok), C(expected), C(issued), C(token_type), C(expires_in), C(access_token_sha256), or the
+      C(status) and C(error) of a refusal. Never the secret or the token.
   returned: when O(token) is given
   type: dict
+tokens:
+  description: Each check of O(tokens), shaped like RV(token).
+  returned: always
+  type: list
+  elements: dict
 permissions:
   description: Each permission check with the C(allowed) answer and C(ok).
   returned: always
@@ -114,23 +166,67 @@ from ansible_collections.idp.recovery.plugins.module_utils._ory import OryConnec
 from ansible_collections.idp.recovery.plugins.module_utils._ory_import import check_permission, find_identity, mint_token
 
 
+SUBJECT_SET_FIELDS = ('namespace', 'object', 'relation')
+
+
+def token_check(conn, spec):
+    """One token request; a refusal proves a wrong secret only when the client authentication failed.
+
+    Hydra answers a client it cannot authenticate with 401 invalid_client (ory/fosite errors.go,
+    ErrInvalidClient, raised by client_authentication.go AuthenticateClient before any grant is looked at);
+    a 400 (unauthorized_client, invalid_scope, ...) comes after the secret was accepted.
+    """
+    ok, details = mint_token(conn, spec['client_id'], spec['client_secret'], spec['method'], spec.get('scope'))
+    if spec['expect'] == 'success':
+        passed = ok
+    else:
+        passed = not ok and details.get('status') == 401
+        if not ok and not passed:
+            details = dict(details, note='refused for another reason than the client authentication: the secret may '
+                                         'still be valid')
+    return dict(details, client_id=spec['client_id'], issued=ok, expected=spec['expect'], ok=passed)
+
+
+def permission_subject(check, number):
+    """(subject_id, subject_set) of a permission check; exactly one of them, a subject set with its three fields."""
+    subject_id, subject_set = check.get('subject_id'), check.get('subject_set')
+    if bool(subject_id) == bool(subject_set):
+        raise RecoveryError('permission check %d needs exactly one of subject_id and subject_set' % number)
+    if subject_id is not None and not isinstance(subject_id, str):
+        raise RecoveryError('permission check %d: subject_id must be a string' % number)
+    if subject_set is not None:
+        if not isinstance(subject_set, dict) or any(not isinstance(subject_set.get(k), str) or not subject_set[k]
+                                                    for k in SUBJECT_SET_FIELDS):
+            raise RecoveryError('permission check %d: subject_set needs namespace, object and relation (strings)' % number)
+        unknown = sorted(set(subject_set) - set(SUBJECT_SET_FIELDS))
+        if unknown:
+            raise RecoveryError('permission check %d: subject_set has unknown fields %s' % (number, ', '.join(unknown)))
+    return subject_id, subject_set
+
+
 def run(module):
     params = module.params
     conn = OryConnection(params)
-    result = {'changed': False, 'permissions': [], 'identities': []}
+    result = {'changed': False, 'permissions': [], 'identities': [], 'tokens': []}
     failed = 0
-    if params['token']:
-        spec = params['token']
-        ok, details = mint_token(conn, spec['client_id'], spec['client_secret'], spec['method'], spec.get('scope'))
-        passed = ok == (spec['expect'] == 'success')
-        result['token'] = dict(details, client_id=spec['client_id'], issued=ok, expected=spec['expect'], ok=passed)
-        failed += not passed
-    for check in params['permissions']:
+    for number, check in enumerate(params['permissions'], 1):
         for field in ('namespace', 'object', 'relation', 'allowed'):
             if field not in check:
                 raise RecoveryError('every permission check needs namespace, object, relation, a subject and allowed')
+        permission_subject(check, number)
+        if check.get('max_depth') is not None and (not isinstance(check['max_depth'], int) or check['max_depth'] < 1):
+            raise RecoveryError('permission check %d: max_depth must be a positive integer' % number)
+    if params['token']:
+        result['token'] = token_check(conn, params['token'])
+        failed += not result['token']['ok']
+    for spec in params['tokens']:
+        entry = token_check(conn, spec)
+        result['tokens'].append(entry)
+        failed += not entry['ok']
+    for number, check in enumerate(params['permissions'], 1):
+        subject_id, subject_set = permission_subject(check, number)
         allowed = check_permission(conn, check['namespace'], check['object'], check['relation'],
-                                   check.get('subject_id'), check.get('subject_set'))
+                                   subject_id, subject_set, max_depth=check.get('max_depth'))
         passed = allowed == bool(check['allowed'])
         result['permissions'].append(dict(check, answer=allowed, ok=passed))
         failed += not passed
@@ -153,6 +249,13 @@ def main():
     argument_spec = ory_argument_spec()
     argument_spec.update(
         token=dict(type='dict', no_log=False, options=dict(
+            client_id=dict(type='str', required=True),
+            client_secret=dict(type='str', required=True, no_log=True),
+            method=dict(type='str', choices=['client_secret_basic', 'client_secret_post'], default='client_secret_basic'),
+            scope=dict(type='str'),
+            expect=dict(type='str', choices=['success', 'failure'], default='success'),
+        )),
+        tokens=dict(type='list', elements='dict', default=[], no_log=False, options=dict(
             client_id=dict(type='str', required=True),
             client_secret=dict(type='str', required=True, no_log=True),
             method=dict(type='str', choices=['client_secret_basic', 'client_secret_post'], default='client_secret_basic'),

@@ -70,14 +70,24 @@ options:
     default: [config, identities, oauth2_clients, jwks, relationships]
   identity_credentials:
     description:
-      - The credential types listed with each identity (C(include_credential)).
+      - The credential types listed with each identity (C(include_credential)). A requested type that the API lists
+        without its configuration is counted in RV(ory.credentials.withheld) and warned about.
     type: list
     elements: str
     default: [password, oidc, totp, lookup_secret, webauthn, passkey, saml]
   require_password_hashes:
     description:
-      - Fail when an identity has a password credential whose hash the API did not return (such users could not
-        sign in with their password after a restore). Without it, the export records a warning.
+      - Fail when the API withheld the password hash of an identity (such users could not sign in with their password
+        after a restore). Without it, the export records a warning.
+      - Only withheld hashes count. Kratos gives every identity whose schema marks a trait as password identifier a
+        password credential, also users who never set a password (social sign-in, passkey or code only). That
+        credential has identifiers and an empty configuration (C({})) and counts as RV(ory.credentials.without_password).
+      - A hash counts as withheld when the identity was listed with C(include_credential=password) and its password
+        credential came without any configuration (absent or C(null)); Kratos never stores an empty configuration, so
+        this only happens when the API did not honour the request. The export then reads one such identity by its ID
+        to tell a list that ignores C(include_credential) (Kratos releases before it was supported on the list) from an
+        API that withholds the configuration everywhere (RV(ory.credentials.withheld_cause)).
+      - Needs V(password) in O(identity_credentials).
     type: bool
     default: false
   jwk_sets:
@@ -165,8 +175,55 @@ ory:
       description: Items exported per kind (identities, oauth2_clients, jwk_sets, jwks, relationships, namespaces, identity_schemas).
       type: dict
     credentials:
-      description: Credential completeness; how many identities have each credential type exported, and how many password hashes are missing.
+      description: Credential completeness of the identities (counts of identities, never a secret).
       type: dict
+      contains:
+        exported:
+          description: Per requested credential type, the identities whose credential of that type is in the export.
+          type: dict
+        identities:
+          description: Identities exported.
+          type: int
+        password_hashes:
+          description: Identities with a password hash (exported).
+          type: int
+        password_migration_hook:
+          description: Identities without a hash whose password the password migration webhook checks (exported as such).
+          type: int
+        without_password:
+          description: >-
+            Identities that have no password: no password credential, or the empty one (identifiers, C({})) the schema
+            extension creates for users who never set a password. Not a loss: they sign in as before.
+          type: int
+        empty_password_credentials:
+          description: The part of RV(ory.credentials.without_password) that carries the empty password credential.
+          type: int
+        password_hashes_withheld:
+          description: >-
+            Identities whose password credential came without its configuration although it was asked for: the hash,
+            if any, was withheld by the API and those users reset their password after a restore. What
+            O(require_password_hashes) checks.
+          type: int
+        password_hashes_missing:
+          description: The same number as RV(ory.credentials.password_hashes_withheld) (the name older sets use).
+          type: int
+        password_not_requested:
+          description: >-
+            Identities with a password credential that was not asked for (V(password) left out of
+            O(identity_credentials)): whether they have a hash is unknown, and none is exported.
+          type: int
+        withheld:
+          description: Per requested credential type, the identities whose credential of that type came without configuration.
+          type: dict
+        withheld_cause:
+          description: >-
+            Null when nothing was withheld; V(list_ignored_include_credential) when the identity list ignored
+            C(include_credential) but a read by ID returns the hash; V(api_withholds) when the read by ID withholds it too.
+          type: str
+        requested:
+          description: The credential types asked for (O(identity_credentials)).
+          type: list
+          elements: str
     warnings:
       description: What a restore cannot bring back or must be told (client secrets, TOTP, JWK set names).
       type: list

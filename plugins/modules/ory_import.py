@@ -21,10 +21,18 @@ description:
   - Identities go through the batch endpoint (C(PATCH /admin/identities), at most 1000 a request, strictly one
     request at a time, as Ory refuses concurrent identity writes). They get new IDs; each keeps its old ID in
     C(external_id), and an old-to-new ID map is written to O(state_dir).
-  - OAuth2 client secrets cannot be exported. Each restored client gets its secret from O(client_secrets), or a new
-    one that is written encrypted to O(state_dir) (to the O(recipients)) and returned only with
-    O(return_secrets=true). The rotation report (no secret) tells which client got what.
-  - Relation tuples whose subject is an identity get the new identity ID.
+  - OAuth2 client secrets cannot be exported. Each restored client that authenticates with a shared secret
+    (C(token_endpoint_auth_method) V(client_secret_basic), V(client_secret_post) or V(client_secret_jwt)) gets its
+    secret from O(client_secrets), or a new one that is written encrypted to O(state_dir) (to the O(recipients)) and
+    returned only with O(return_secrets=true). A V(private_key_jwt) client keeps its keys (C(jwks) or C(jwks_uri))
+    and a public client (V(none)) has no credential; neither gets a secret, and neither needs recipients. The
+    rotation report (no secret) tells which client got what.
+  - Version gate - before any payload is decrypted, the Kratos, Hydra and Keto versions the export recorded are compared
+    with the target's (C(GET /version); on Ory Network the project's). An export from a newer release line
+    (major.minor) than the target's, or a version missing on either side, is refused unless O(force_version=true);
+    an export from an older line is imported with a warning.
+  - Relation tuples get the new identity ID wherever they name an identity - the subject ID, the object, the object of
+    a subject set - and RV(relationships_file) holds them so for a restore with the stock CLI.
   - Resumable and idempotent - a run after a partial failure skips identities by C(external_id), clients by
     C(client_id), JWK sets with the same keys and tuples already present, and reports C(changed=false) when nothing
     is left to do.
@@ -126,8 +134,18 @@ options:
       - Identities per batch request (at most 1000).
     type: int
     default: 1000
+  force_version:
+    description:
+      - Import even when the version gate refuses - the export comes from a newer Kratos, Hydra or Keto release line
+        (major.minor) than the target runs, the export recorded no version of a service, or the target's version
+        could not be read. Each overridden refusal becomes a warning.
+      - Only for a reason you can state, for example a target about to be upgraded to the export's line.
+    type: bool
+    default: false
 notes:
   - Needs C(age) or C(gpg) and C(zstd) or C(gzip) on the host that runs the module, as the payloads require.
+  - Only services whose data is restored are gated - Kratos for the configuration and identities, Hydra for OAuth2
+    clients and JWK sets, Keto for relation tuples.
   - Sessions, consent and tokens are not restored; users sign in again. Imported TOTP secrets may not validate
     (ory/kratos#4561); the export records how many identities have TOTP.
 seealso:
@@ -165,7 +183,10 @@ EXAMPLES = r'''
 
 RETURN = r'''
 plan:
-  description: Per kind, what would be (or was, before this run) created, what already exists and how many conflicts.
+  description:
+    - Per kind, what would be (or was, before this run) created, what already exists and how many conflicts.
+    - For C(oauth2_clients) also C(secrets_supplied), C(secrets_to_generate) (clients that use a secret and have none
+      in O(client_secrets)) and C(without_secret) (C(keys) - private_key_jwt clients, C(none) - public clients).
   returned: always
   type: dict
   sample: {"identities": {"create": 5000, "existing": 0, "conflicts": 0}, "jwk_sets": {"hydra.openid.id-token": "replace"}}
@@ -173,6 +194,14 @@ validated:
   description: Items read and checked from each payload before anything was written.
   returned: always
   type: dict
+version_gate:
+  description:
+    - Per service (C(kratos), C(hydra), C(keto)), the version the export recorded, the target's, their release lines,
+      and the decision - C(ok), C(forced), C(reason) of a refusal, C(warning) for an older export.
+  returned: always
+  type: dict
+  sample: {"hydra": {"service": "hydra", "export_version": "v2.3.0", "target_version": "v2.3.0", "export_line": "2.3",
+           "target_line": "2.3", "ok": true, "forced": false, "reason": null, "warning": null}}
 conflicts:
   description: Up to 20 conflicting items per kind, with the reason.
   returned: always
@@ -194,13 +223,24 @@ id_map:
   returned: changed, not in check mode, identities included
   type: str
 rotation_report:
-  description: For each OAuth2 client, whether its secret was supplied, generated, unchanged (existing client) or none.
+  description:
+    - For each OAuth2 client, C(secret) - V(supplied), V(generated), V(unchanged) (existing client), V(unknown)
+      (created by an interrupted attempt), V(keys) (private_key_jwt - authenticates with its keys, no secret) or
+      V(none) (public client) - with C(action) and C(token_endpoint_auth_method).
   returned: changed, not in check mode
   type: list
   elements: dict
 secrets_file:
   description: The encrypted file of newly generated client secrets (JSON object by client_id), if any.
   returned: changed, not in check mode
+  type: str
+relationships_file:
+  description:
+    - C(relationships.json) in the state directory - the relation tuples of the export with every identity ID (subject,
+      object, object of a subject set) replaced by the new ID, in the format of C(ory create relationships -f).
+    - Written whenever the export holds identities and tuples, also when O(include) leaves the tuples out, so that
+      they can be restored with the stock CLI. The bundle's own C(restore/relationships.json) names the old IDs.
+  returned: changed, not in check mode, when the export holds identities and relation tuples
   type: str
 client_secrets:
   description: Newly generated client secrets by client_id, only with O(return_secrets=true).
@@ -262,6 +302,7 @@ def main():
         fail_on_conflict=dict(type='bool', default=True),
         refuse_endpoints=dict(type='list', elements='str', default=[]),
         batch_size=dict(type='int', default=1000),
+        force_version=dict(type='bool', default=False),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     run_module(module, run)

@@ -164,7 +164,7 @@ EXAMPLES = r'''
         expect: 1
         compare: ge
       - name: the version is recorded
-        sql: SELECT version FROM authentik_version_history ORDER BY "timestamp" DESC LIMIT 1
+        sql: SELECT version FROM authentik_version_history ORDER BY "timestamp" DESC, id DESC LIMIT 1
         expect: "2025.10.1"
       - name: three brands
         sql: SELECT domain FROM authentik_brands_brand

@@ -135,8 +135,8 @@ def table_counts(container, database=DB_NAME, user=DB_USER):
 
 def newest_version(container, database=DB_NAME, user=DB_USER):
     """(version, build) of the newest authentik_version_history row."""
-    out = psql(container, 'SELECT version, build FROM authentik_version_history ORDER BY "timestamp" DESC LIMIT 1',
-               database=database, user=user).strip()
+    out = psql(container, 'SELECT version, build FROM authentik_version_history ORDER BY "timestamp" DESC, id DESC '
+               'LIMIT 1', database=database, user=user).strip()
     version, _sep, build = out.partition('|')
     return version, build
 
@@ -344,6 +344,17 @@ def wait_ready(server, network=None, timeout=120, path='/-/health/ready/'):
                 url, state or 'missing', timeout, (logs.stdout + logs.stderr).decode('utf-8', 'replace').strip()))
         time.sleep(0.5)
     return url
+
+
+def ensure_standin_image(version=VERSION, timeout=900):
+    """Build the stand-in image unless it is current (tests/images/build.sh --if-needed): its
+    recipe label covers the Dockerfile, the script and the base image, so a changed stand-in is
+    rebuilt, and an image already in place costs one ``docker image inspect``. A real Authentik
+    image given by IDP_AUTHENTIK_SERVER_IMAGE is left alone."""
+    if SERVER_IMAGE != '%s:%s' % (STANDIN_REPO, version):
+        return
+    _run([str(ROOT / 'tests' / 'images' / 'build.sh'), '--if-needed', 'authentik-standin',
+          '--authentik-version', version], timeout=timeout)
 
 
 def remove_containers(*names):

@@ -37,7 +37,7 @@ if str(ROOT / 'tests') not in sys.path:
 
 from ory_standin.spec import load_specs, spec_dir  # noqa: E402  pylint: disable=wrong-import-position
 
-__all__ = ['OryStandIn', 'ory_standin_factory', 'ory_specs', 'load_specs', 'spec_dir', 'read_json_payload_cli']
+__all__ = ['OryStandIn', 'ory_standin_factory', 'ory_specs', 'load_specs', 'spec_dir', 'read_json_payload_cli', 'remapped_tuples']
 
 
 class OryStandIn(object):
@@ -132,7 +132,7 @@ class OryStandIn(object):
 
 
 def start_standin(workdir, seed_identities=0, seed_clients=0, jwk_sets=(), default_jwk_sets=False, tier=None,
-                  validate=True, auth=True, hash_pool=0, python=None, preset='sample'):
+                  validate=True, auth=True, hash_pool=0, python=None, preset='sample', seed_passwordless=0):
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     ready = workdir / ('ready-%s' % secrets.token_hex(4))
@@ -152,6 +152,8 @@ def start_standin(workdir, seed_identities=0, seed_clients=0, jwk_sets=(), defau
         argv += ['--seed-identities', str(seed_identities)]
     if seed_clients:
         argv += ['--seed-clients', str(seed_clients)]
+    if seed_passwordless:
+        argv += ['--seed-passwordless', str(seed_passwordless)]
     if hash_pool:
         argv += ['--hash-pool', str(hash_pool)]
     for name in jwk_sets:
@@ -192,6 +194,21 @@ def ory_standin_factory(tmp_path):
     yield factory
     for standin in started:
         standin.stop()
+
+
+def remapped_tuples(source_tuples, id_map):
+    """The source tuples with every identity ID (subject, object, subject-set object) replaced by the new one."""
+    wanted = set()
+    for item in source_tuples:
+        item = json.loads(json.dumps(item))
+        if item.get('subject_id') in id_map:
+            item['subject_id'] = id_map[item['subject_id']]
+        if item['object'] in id_map:
+            item['object'] = id_map[item['object']]
+        if item.get('subject_set') and item['subject_set']['object'] in id_map:
+            item['subject_set']['object'] = id_map[item['subject_set']['object']]
+        wanted.add(json.dumps(item, sort_keys=True))
+    return wanted
 
 
 def read_json_payload_cli(path, identity):

@@ -144,7 +144,8 @@ def test_round_trip_with_app_stand_ins(run_module, stack, new_set, keys):
     # disaster: the users and the media are gone
     ak.psql(stack.db, 'DROP TABLE authentik_core_user CASCADE')
     subprocess.run(['rm', '-rf', stack.files['data']], check=True)
-    assert ak.health(stack.health_url) != 200
+    # like Authentik's, the readiness check opens a connection and reads no table: it cannot see the loss
+    assert ak.health(stack.health_url) == 200
 
     plan = run_module('authentik_restore', check_mode=True, **_restore_args(stack, set_dir, keys))
     assert not plan.get('failed'), plan

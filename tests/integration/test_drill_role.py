@@ -259,6 +259,11 @@ def test_ory_drill_passes_against_the_staging_standin(ory_standin_factory, run_m
             # the live ID of the owner of doc-4: in the staging project the tuple names the identity's new ID
             {'namespace': 'Document', 'object': 'doc-4', 'relation': 'view', 'subject_id': person['id'],
              'allowed': False},
+            # through subject sets: squad-0 is inside team-0, inside group-0, whose members view shared-0
+            {'namespace': 'Document', 'object': 'shared-0', 'relation': 'view',
+             'subject_set': {'namespace': 'Group', 'object': 'squad-0', 'relation': 'members'}, 'allowed': True},
+            {'namespace': 'Document', 'object': 'shared-1', 'relation': 'view',
+             'subject_set': {'namespace': 'Group', 'object': 'squad-0', 'relation': 'members'}, 'allowed': False},
         ],
         'ory_identities': [{'identifier': 'user000004@example.org', 'external_id': person['id']}],
     }
@@ -276,12 +281,12 @@ def test_ory_drill_passes_against_the_staging_standin(ory_standin_factory, run_m
     checks = ory['checks']
     assert all(c['ok'] for c in checks), checks
     kinds = [c['kind'] for c in checks]
-    assert kinds.count('keto') == 2 and kinds.count('ory_token') == 1 and kinds.count('identity') == 1, kinds
+    assert kinds.count('keto') == 4 and kinds.count('ory_token') == 1 and kinds.count('identity') == 1, kinds
     assert {'verify', 'guard', 'row_counts'} <= set(kinds), kinds
     token = next(c for c in checks if c['kind'] == 'ory_token')
     assert token['name'] == 'token for %s' % client['client_id'] and token['actual'] == 'issued'
     keto = [c for c in checks if c['kind'] == 'keto']
-    assert [(c['expected'], c['actual']) for c in keto] == [('allowed', 'allowed'), ('denied', 'denied')]
+    assert [(c['expected'], c['actual']) for c in keto] == [('allowed', 'allowed'), ('denied', 'denied')] * 2
     imported = next(c for c in checks if c['kind'] == 'row_counts')
     assert imported['actual']['identities'] == ORY_IDENTITIES, imported
     assert imported['expected']['identities'] == ORY_IDENTITIES

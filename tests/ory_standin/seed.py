@@ -7,9 +7,11 @@
 
 Identities carry real password hashes (bcrypt through the C library's ``crypt``, argon2id through
 ``cryptography``), OIDC links (some with the initial tokens Kratos keeps), TOTP, lookup secrets and
-WebAuthn credentials; OAuth2 clients with known secrets; JWK sets with private keys; and
-relation tuples whose subjects are identity IDs. ``password_for(i)`` tells the password of
-identity ``i``, so that a test can prove a restored hash still checks the original password.
+WebAuthn credentials; OAuth2 clients with known secrets, clients that authenticate with their keys
+(private_key_jwt) and a public client; JWK sets with private keys (RSA and EC); and
+relation tuples whose subjects are identity IDs or subject sets (nested, and naming identities).
+``password_for(i)`` tells the password of identity ``i``, so that a test can prove a restored hash
+still checks the original password.
 """
 
 from __future__ import annotations
@@ -42,7 +44,8 @@ IDENTITY_SCHEMA = {
                 'email': {
                     'type': 'string', 'format': 'email', 'title': 'E-Mail',
                     'ory.sh/kratos': {
-                        'credentials': {'password': {'identifier': True}, 'totp': {'account_name': True}},
+                        'credentials': {'password': {'identifier': True}, 'code': {'identifier': True, 'via': 'email'},
+                                        'totp': {'account_name': True}},
                         'recovery': {'via': 'email'},
                         'verification': {'via': 'email'},
                     },
@@ -56,18 +59,22 @@ IDENTITY_SCHEMA = {
 }
 OPL = '''import { Namespace, Context } from "@ory/keto-namespace-types"
 
-class User implements Namespace {}
+class User implements Namespace {
+  related: {
+    delegates: User[]
+  }
+}
 
 class Group implements Namespace {
   related: {
-    members: User[]
+    members: (User | SubjectSet<Group, "members">)[]
   }
 }
 
 class Document implements Namespace {
   related: {
     owners: (User | SubjectSet<Group, "members">)[]
-    viewers: (User | SubjectSet<Group, "members">)[]
+    viewers: (User | SubjectSet<Group, "members"> | SubjectSet<User, "delegates">)[]
   }
 
   permits = {
@@ -76,6 +83,30 @@ class Document implements Namespace {
   }
 }
 '''
+
+
+def subject_set_tuples(identity_ids):
+    """Relation tuples with subject sets, in the shapes real permission models have.
+
+    ``Group:group-<g>#members`` holds ``Group:team-<g>#members``, which holds ``Group:squad-<g>#members``
+    (subject sets nested two deep below the ``Document:shared-<g>#viewers`` tuples), whose members are
+    identities; ``User:<identity ID>#delegates`` names other identities and ``Document:doc-<i>#viewers``
+    grants the subject set ``User:<identity ID>#delegates`` (a subject set whose object is an identity).
+    """
+    ids = list(identity_ids)
+    out = []
+    for group in range(min(3, len(ids))):
+        out.append({'namespace': 'Group', 'object': 'group-%d' % group, 'relation': 'members',
+                    'subject_set': {'namespace': 'Group', 'object': 'team-%d' % group, 'relation': 'members'}})
+        out.append({'namespace': 'Group', 'object': 'team-%d' % group, 'relation': 'members',
+                    'subject_set': {'namespace': 'Group', 'object': 'squad-%d' % group, 'relation': 'members'}})
+        out.append({'namespace': 'Group', 'object': 'squad-%d' % group, 'relation': 'members',
+                    'subject_id': ids[len(ids) - 1 - group]})
+    for index in range(1, min(len(ids) - 1, 60), 20):
+        out.append({'namespace': 'User', 'object': ids[index], 'relation': 'delegates', 'subject_id': ids[index + 1]})
+        out.append({'namespace': 'Document', 'object': 'doc-%d' % index, 'relation': 'viewers',
+                    'subject_set': {'namespace': 'User', 'object': ids[index], 'relation': 'delegates'}})
+    return out
 
 
 def password_for(index):
@@ -180,6 +211,48 @@ def identity_records(count, seed=1, hash_pool=0, with_extras=True):
         yield creds, traits, extras
 
 
+PASSWORDLESS_SHAPES = ('oidc', 'passkey', 'code', 'saml')
+
+
+def passwordless_records(count, seed=1):
+    """Yield (credentials, traits, extras) for ``count`` people who never set a password.
+
+    They rotate through what real projects have: social sign-in only (some with two providers),
+    passkey only, one-time code only (nothing but what the schema extension creates) and SAML
+    single sign-on (half of them with TOTP). Each one still gets the empty password credential
+    of the schema extension when created (server.py, prepare_identity).
+    """
+    rng = random.Random(seed * 7919 + 17)
+    for index in range(count):
+        email = 'pwless%06d@example.org' % index
+        shape = PASSWORDLESS_SHAPES[index % len(PASSWORDLESS_SHAPES)]
+        traits = {'email': email, 'name': {'first': 'Nopass%d' % index, 'last': shape.upper()}}
+        creds = {}
+        if shape == 'oidc':
+            providers = [{'provider': 'google', 'subject': 'g-pwless-%d' % index}]
+            if index % 8 == 0:
+                providers.append({'provider': 'github', 'subject': str(100000 + index)})
+            creds['oidc'] = {'identifiers': ['%s:%s' % (p['provider'], p['subject']) for p in providers],
+                             'config': {'providers': providers}}
+        elif shape == 'passkey':
+            creds['passkey'] = {'identifiers': [], 'config': {'credentials': [{
+                'id': [rng.getrandbits(8) for _dummy in range(16)],
+                'public_key': [rng.getrandbits(8) for _dummy in range(77)],
+                'attestation_type': 'none', 'display_name': 'passkey %d' % index, 'is_passwordless': True,
+                'added_at': '2026-02-03T04:05:06Z',
+                'authenticator': {'aaguid': [rng.getrandbits(8) for _dummy in range(16)], 'sign_count': 0,
+                                  'clone_warning': False},
+                'flags': {'user_present': True, 'user_verified': True, 'backup_eligible': True, 'backup_state': True},
+            }]}}
+        elif shape == 'saml':
+            creds['saml'] = {'identifiers': ['acme-sso:%s' % email],
+                             'config': {'providers': [{'provider': 'acme-sso', 'subject': email}]}}
+            if index % 8 == 3:
+                creds['totp'] = {'identifiers': [], 'config': {'totp_url': _totp_url(rng, email)}}
+        extras = {'metadata_public': None, 'metadata_admin': {'shape': shape}, 'state': 'active', 'verified': True}
+        yield creds, traits, extras
+
+
 def client_records(count=3, seed=2):
     """OAuth2 clients (with the secret each one was created with)."""
     rng = random.Random(seed)
@@ -200,6 +273,64 @@ def client_records(count=3, seed=2):
             'client_credentials_grant_access_token_lifespan': '30m',
         })
     return clients
+
+
+def keyed_client_records():
+    """OAuth2 clients without a shared secret, as real projects hold them: two service clients that
+    authenticate with a signed assertion (private_key_jwt), one with its public keys inline and one
+    with a jwks_uri, and a public single-page app (none) that uses the authorization code flow."""
+    return [
+        {
+            'client_id': 'svc-keys-inline',
+            'client_name': 'Billing worker (private_key_jwt, inline keys)',
+            'grant_types': ['client_credentials'],
+            'response_types': ['token'],
+            'scope': 'billing:read',
+            'audience': ['https://api.example.org'],
+            'token_endpoint_auth_method': 'private_key_jwt',
+            'token_endpoint_auth_signing_alg': 'RS256',
+            'jwks': {'keys': [public_jwk(rsa_jwk('billing-worker-2026'))]},
+            'metadata': {'team': 'billing'},
+        },
+        {
+            'client_id': 'svc-keys-uri',
+            'client_name': 'Reporting (private_key_jwt, jwks_uri)',
+            'grant_types': ['client_credentials'],
+            'response_types': ['token'],
+            'scope': 'reports:read',
+            'token_endpoint_auth_method': 'private_key_jwt',
+            'token_endpoint_auth_signing_alg': 'ES256',
+            'jwks_uri': 'https://reporting.example.org/.well-known/jwks.json',
+        },
+        {
+            'client_id': 'spa-public',
+            'client_name': 'Web app (public client)',
+            'grant_types': ['authorization_code', 'refresh_token'],
+            'response_types': ['code'],
+            'redirect_uris': ['https://app.example.org/callback'],
+            'scope': 'openid offline_access',
+            'token_endpoint_auth_method': 'none',
+        },
+    ]
+
+
+def public_jwk(jwk):
+    """The public part of a JWK (what a client registers in its jwks)."""
+    private = ('d', 'p', 'q', 'dp', 'dq', 'qi')
+    return dict((k, v) for k, v in jwk.items() if k not in private)
+
+
+def ec_jwk(kid, use='sig', alg='ES256'):
+    """A P-256 key with its private part, like the ones Hydra generates for ES256 (jwk/generator_ecdsa256.go)."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    numbers = key.private_numbers()
+
+    def b64(number):
+        return base64.urlsafe_b64encode(number.to_bytes(32, 'big')).decode('ascii').rstrip('=')
+    return {'kty': 'EC', 'kid': kid, 'use': use, 'alg': alg, 'crv': 'P-256', 'x': b64(numbers.public_numbers.x),
+            'y': b64(numbers.public_numbers.y), 'd': b64(numbers.private_value)}
 
 
 def rsa_jwk(kid, use='sig', alg='RS256'):

@@ -33,6 +33,7 @@ import copy
 import datetime
 import hashlib
 import hmac
+import itertools
 import json
 import math
 import os
@@ -56,12 +57,69 @@ HASH_PREFIXES = ('$2a$', '$2b$', '$2y$', '$argon2id$', '$argon2i$', '$pbkdf2-', 
                  '$md5$', '$sha1$', '$sha256$', '$sha512$', '$ssha$', '$ssha256$', '$ssha512$', '$hmac-', '$md5-crypt$',
                  '$5$', '$6$', '$1$')
 IDENTITY_PAGE_MAX = 500
-UNIQUE_CREDENTIALS = ('password', 'oidc', 'saml', 'passkey')
+UNIQUE_CREDENTIALS = ('password', 'oidc', 'saml', 'passkey', 'code', 'webauthn')
 DEFAULT_JWK_SETS = ('hydra.openid.id-token', 'hydra.jwt.access-token')
+# identity/credentials.go, CredentialsType (ParseCredentialsType accepts these)
+CREDENTIAL_TYPES = ('password', 'oidc', 'totp', 'lookup_secret', 'webauthn', 'code', 'passkey', 'profile', 'saml',
+                    'link_recovery', 'code_recovery', 'deviceauthn', 'identifier_first')
+ORY_VERSION = 'v26.2.0'  # the release of the specs in ORY_SPECS_DIR (ory/sdk spec/*/v26.2.0.json)
 
 
 def now_iso():
     return datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%dT%H:%M:%S.%fZ')
+
+
+def schema_identifiers(schema, traits):
+    """{credential type: [identifier, ...]} that the schema extension derives from the traits.
+
+    ory/kratos identity/extension_credentials.go, SchemaExtensionCredentials.Run and setIdentifier:
+    every trait marked ``credentials.password.identifier`` (or ``webauthn.identifier``, or
+    ``code.identifier`` with ``via: email``) adds its lower-cased value to the identifiers of that
+    credential type, creating the credential with an empty configuration when the identity has none.
+    The stand-in walks nested objects of ``traits`` only (no arrays, no $ref).
+    """
+    found = {}
+
+    def walk(node, value):
+        if not isinstance(node, dict):
+            return
+        ext = ((node.get('ory.sh/kratos') or {}).get('credentials') or {})
+        if isinstance(value, str) and value:
+            if (ext.get('password') or {}).get('identifier'):
+                found.setdefault('password', []).append(value.lower())
+            if (ext.get('webauthn') or {}).get('identifier'):
+                found.setdefault('webauthn', []).append(value.lower())
+            if (ext.get('code') or {}).get('identifier') and (ext.get('code') or {}).get('via') == 'email':
+                found.setdefault('code', []).append(value.lower())
+        for name, child in (node.get('properties') or {}).items():
+            if isinstance(value, dict) and name in value:
+                walk(child, value[name])
+
+    walk(((schema or {}).get('properties') or {}).get('traits') or {}, traits)
+    return dict((k, sorted(set(v))) for k, v in found.items())
+
+
+def keto_subject_query(query):
+    """The subject of a Keto query string: a subject ID, a subject set [namespace, object, relation] or None.
+
+    ory/keto ketoapi/enc_url_query.go, RelationQuery.FromURLQuery: ``subject`` was dropped, ``subject_id``
+    and ``subject_set.*`` exclude each other, a subject set needs all three of its parts (messages from
+    ketoapi/public_api_definitions.go).
+    """
+    keys = ('subject_set.namespace', 'subject_set.object', 'subject_set.relation')
+    if 'subject' in query:
+        raise HTTPFailure(400, 'The request was malformed or contained invalid parameters',
+                          'provide "subject_id" or "subject_set.*"; support for "subject" was dropped')
+    has_set = [k for k in keys if k in query]
+    if 'subject_id' in query and has_set:
+        raise HTTPFailure(400, 'exactly one of subject_set or subject_id has to be provided')
+    if 'subject_id' in query:
+        return query['subject_id'][0]
+    if len(has_set) == len(keys):
+        return [query[k][0] for k in keys]
+    if has_set:
+        raise HTTPFailure(400, 'incomplete subject, provide "subject_id" or a complete "subject_set.*"')
+    return None
 
 
 class HTTPFailure(Exception):
@@ -193,6 +251,8 @@ class Project(object):
         self.schemas = {}
         self.config = {'identity': {}, 'oauth2': {}, 'permission': {}}
         self.tokens_issued = 0
+        # behaviours of other releases, switched on through /__standin/quirks
+        self.quirks = {'list_ignores_include_credential': False, 'batch_ok_when_every_patch_fails': False}
 
     # storage links (what Ory Network keeps schemas and the OPL behind)
     def store(self, content):
@@ -272,14 +332,33 @@ class Project(object):
         out['credentials'] = creds
         return out
 
-    def create_identity(self, body):
-        """Create from a createIdentityBody; return the new record. Raises HTTPFailure."""
-        if body['schema_id'] not in self.schemas:
-            raise HTTPFailure(400, 'The requested identity schema %s does not exist' % body['schema_id'], 'unknown schema')
+    def prepare_identity(self, body):
+        """Decode a createIdentityBody into (traits, credentials) the way the import handler does.
+
+        ory/kratos identity/handler.go, identityFromCreateIdentityBody, and identity/handler_import.go,
+        importCredentials: an invalid state or a credential that cannot be imported (a password hash
+        of no known format, ImportPasswordCredentials) refuses the whole request. importCredentials
+        validates the identity against its schema before it imports anything, so with credentials a
+        schema error refuses the request too; without credentials the schema is checked later, per
+        identity (identity/manager.go, CreateIdentities). ``request_level`` on the HTTPFailure tells
+        which of the two a batch must do.
+        """
+        with_credentials = bool(body.get('credentials'))
+
+        def refuse(message, reason=None, validation=False):
+            exc = HTTPFailure(400, message, reason)
+            exc.request_level = with_credentials or not validation
+            return exc
+        if body.get('state') not in (None, '', 'active', 'inactive'):
+            raise refuse('The request was malformed or contained invalid parameters',
+                         'identity state is not valid: %s' % body.get('state'))
+        schema = self.schemas.get(body['schema_id'])
+        if schema is None:
+            raise refuse('The requested identity schema %s does not exist' % body['schema_id'], 'unknown schema',
+                         validation=True)
         traits = body.get('traits')
         if not isinstance(traits, dict):
-            raise HTTPFailure(400, 'traits must be an object')
-        new_id = str(uuid.uuid4())
+            raise refuse('traits must be an object', validation=True)
         stamp = now_iso()
         creds = {}
         for kind, value in (body.get('credentials') or {}).items():
@@ -288,44 +367,71 @@ class Project(object):
                 hashed = config.get('hashed_password')
                 if hashed is None and config.get('password'):
                     hashed = seeding.crypt.crypt(config['password'], '$2b$04$' + seeding.random_token(16)[:22].replace('-', '.').replace('_', '/'))
-                if hashed is not None and not hashed.startswith(HASH_PREFIXES):
-                    raise HTTPFailure(400, 'unsupported password hash format', 'unknown hash algorithm')
-                idents = [traits['email']] if isinstance(traits.get('email'), str) else []
-                stored = {'hashed_password': hashed} if hashed else {}
-                if config.get('use_password_migration_hook'):
-                    stored['use_password_migration_hook'] = True
+                if not config.get('use_password_migration_hook') and (hashed is None or not hashed.startswith(HASH_PREFIXES)):
+                    raise refuse('The imported password does not match any known hash format.', 'unknown hash algorithm')
+                # the identifiers come from the schema extension below, as in ImportPasswordCredentials
+                idents = []
+                stored = {'use_password_migration_hook': True} if config.get('use_password_migration_hook') else \
+                    {'hashed_password': hashed}
             elif kind in ('oidc', 'saml'):
+                # importOIDCCredentials / importSAMLCredentials: one identifier "provider:subject" per provider
                 providers = []
                 idents = []
                 for prov in config.get('providers') or []:
                     entry = {'provider': prov['provider'], 'subject': prov['subject']}
-                    for extra in ('organization', 'use_auto_link'):
+                    for extra in ('organization', 'use_auto_link') if kind == 'oidc' else ('organization',):
                         if prov.get(extra) is not None:
                             entry[extra] = prov[extra]
                     providers.append(entry)
                     idents.append('%s:%s' % (prov['provider'], prov['subject']))
                 stored = {'providers': providers}
             elif kind == 'totp':
-                stored, idents = {'totp_url': config.get('totp_url')}, [new_id]
+                # importTOTPCredentials stores no identifier (ory/kratos#4561); enrolment in the settings flow
+                # stores the identity ID (selfservice/strategy/totp/settings.go, continueSettingsFlowAddTOTP)
+                stored, idents = {'totp_url': config.get('totp_url')}, []
             elif kind == 'lookup_secret':
-                stored, idents = {'recovery_codes': list(config.get('codes') or [])}, [new_id]
+                # importLookupSecretCredentials: codes only, no identifier
+                stored, idents = {'recovery_codes': list(config.get('codes') or [])}, []
             elif kind in ('webauthn', 'passkey'):
-                stored = {'credentials': config.get('credentials') or [], 'user_handle': config.get('user_handle')}
-                idents = [new_id]
+                handle = config.get('user_handle')
+                stored = {'credentials': config.get('credentials') or [], 'user_handle': handle}
+                idents = []
+                if kind == 'passkey' and handle:
+                    # importPasskeyCredentials adds the user handle (as text) to the identifiers
+                    idents = [bytes(handle).decode('utf-8', 'replace')]
             else:
-                raise HTTPFailure(400, 'credentials of type %s cannot be imported' % kind)
+                raise refuse('credentials of type %s cannot be imported' % kind)
             creds[kind] = {'identifiers': idents, 'config': stored, 'created_at': stamp, 'updated_at': stamp, 'version': 0}
+        # identity/extension_credentials.go, setIdentifier: a trait marked as identifier of a credential type
+        # sets the identifiers of that type, creating the credential with an empty configuration ({} once
+        # stored, persistence/sql/identity/persister_identity.go, createIdentityCredentials) when the identity
+        # has none: every user of such a schema has a password credential, also those who never set one.
+        for kind, values in schema_identifiers(schema, traits).items():
+            if kind not in creds:
+                # a code credential lists its addresses (identity/credentials_code.go, CredentialsCode)
+                config = {'addresses': [{'channel': 'email', 'address': v} for v in values]} if kind == 'code' else {}
+                creds[kind] = {'identifiers': [], 'config': config, 'created_at': stamp, 'updated_at': stamp, 'version': 0}
+            creds[kind]['identifiers'] = list(values)
+        return traits, creds
+
+    def create_identity(self, body, prepared=None, batch=False):
+        """Create from a createIdentityBody; return the new record. Raises HTTPFailure."""
+        traits, creds = prepared or self.prepare_identity(body)
+        new_id = str(uuid.uuid4())
+        stamp = now_iso()
+        # a conflict answers 409: handler.go, create (POST) and sqlcon.ErrUniqueViolation per identity (PATCH,
+        # persistence/sql/identity/persister_identity.go, CreateIdentities)
+        conflict = ('Unable to insert or update resource because a resource with that value exists already' if batch
+                    else 'This identity conflicts with another identity that already exists.')
         with self.lock:
             ext = body.get('external_id')
             if ext and ext in self.by_external:
-                raise HTTPFailure(409, 'This identity conflicts with another identity that already exists.',
-                                  'external_id %s is already in use' % ext)
+                raise HTTPFailure(409, conflict, 'external_id %s is already in use' % ext)
             for kind, cred in creds.items():
                 if kind in UNIQUE_CREDENTIALS:
                     for ident in cred['identifiers']:
                         if (kind, ident) in self.identifiers:
-                            raise HTTPFailure(409, 'This identity conflicts with another identity that already exists.',
-                                              'identifier %s (%s) is already in use' % (ident, kind))
+                            raise HTTPFailure(409, conflict, 'identifier %s (%s) is already in use' % (ident, kind))
             verifiable = body.get('verifiable_addresses')
             if verifiable is None and isinstance(traits.get('email'), str):
                 verifiable = [{'value': traits['email'], 'via': 'email', 'verified': False, 'status': 'pending'}]
@@ -355,9 +461,13 @@ class Project(object):
 
     # clients
     def render_client(self, rec, secret=''):
+        # ory/hydra client/handler.go: Handler.Get and Handler.List blank the secret of every client they
+        # return; only the answer to a create carries one
         out = copy.deepcopy(rec)
         out['client_secret'] = secret
         return out
+
+    HYDRA_CLIENT_ASSERTION_ALGS = ('RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512')
 
     def create_client(self, body):
         body = copy.deepcopy(body)
@@ -365,11 +475,31 @@ class Project(object):
             body.pop(field, None)
         secret = body.pop('client_secret', None) or None
         method = body.get('token_endpoint_auth_method') or 'client_secret_basic'
+        # ory/hydra client/validator.go, Validator.Validate: an empty method is client_secret_basic; a
+        # private_key_jwt client needs jwks or jwks_uri and a supported assertion algorithm; jwks and jwks_uri
+        # exclude each other; a given secret has at least 6 characters. Nothing forbids a secret beside keys.
+        if method == 'private_key_jwt':
+            if not body.get('jwks_uri') and body.get('jwks') is None:
+                raise HTTPFailure(400, "When token_endpoint_auth_method is 'private_key_jwt', either jwks or jwks_uri "
+                                  'must be set.', 'invalid_client_metadata')
+            alg = body.get('token_endpoint_auth_signing_alg')
+            if alg and alg not in self.HYDRA_CLIENT_ASSERTION_ALGS:
+                raise HTTPFailure(400, 'Only RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384 and ES512 are '
+                                  'supported as algorithms for private key authentication.', 'invalid_client_metadata')
+        if body.get('jwks_uri') and body.get('jwks') is not None:
+            raise HTTPFailure(400, 'Fields jwks and jwks_uri can not both be set, you must choose one.',
+                              'invalid_client_metadata')
         if secret is not None and len(secret) < 6:
             raise HTTPFailure(400, 'Field client_secret must contain a secret that is at least 6 characters long.',
                               'invalid_client_metadata')
-        if method != 'none' and secret is None:
-            secret = seeding.random_token(24)
+        # ory/hydra client/handler.go, Handler.CreateClient: a client created without a secret gets a random
+        # one (whatever its method), and the answer shows it for every client that is not public
+        # (Client.IsPublic: token_endpoint_auth_method none); a public client's secret is never used
+        # (ory/fosite client_authentication.go), so the stand-in keeps none for it
+        if secret is None:
+            secret = seeding.random_token(20)
+        if method == 'none':
+            secret = None
         client_id = body.get('client_id') or str(uuid.uuid4())
         stamp = now_iso()
         rec = dict(body, client_id=client_id, token_endpoint_auth_method=method, created_at=stamp, updated_at=stamp,
@@ -385,6 +515,20 @@ class Project(object):
             if secret:
                 self.client_secrets[client_id] = hashlib.sha256(secret.encode('utf-8')).hexdigest()
         return self.render_client(rec, secret or '')
+
+    def seed_hydra(self, keyed_clients=True, mixed_jwk_set=None):
+        """Clients without a shared secret (seed.keyed_client_records), created through the same checks
+        as POST /admin/clients, and a JWK set of an RSA and an EC key, both with their private parts."""
+        made = {'clients': [], 'jwk_sets': []}
+        if keyed_clients:
+            for client in seeding.keyed_client_records():
+                made['clients'].append(self.create_client(client)['client_id'])
+        if mixed_jwk_set:
+            stem = mixed_jwk_set.rsplit('.', 1)[-1]
+            self.jwks[mixed_jwk_set] = [seeding.rsa_jwk('%s-rsa-%s' % (stem, seeding.random_token(6))),
+                                        seeding.ec_jwk('%s-ec-%s' % (stem, seeding.random_token(6)))]
+            made['jwk_sets'].append(mixed_jwk_set)
+        return made
 
     # tuples
     @staticmethod
@@ -420,26 +564,67 @@ class Project(object):
         if pos < len(rows) and rows[pos] == key:
             del rows[pos]
 
-    def check(self, namespace, obj, relation, subject_id, depth=5):
+    # Keto check. ory/keto internal/check/engine.go: Engine.CheckRelationTuple caps the depth at the global
+    # limit.max_read_depth (internal/driver/config/config.schema.json, default 5) when the request's max-depth
+    # is <= 0 or larger; Engine.checkIsAllowed adds a direct look-up (checkDirect, at depth - 1) unless the
+    # relation has a rewrite in strict mode, and a subject-set expansion (checkExpandSubject, at depth - 1):
+    # for every tuple namespace:object#relation@<subject set>, the subject set is checked for the subject,
+    # first directly (the "found" column of internal/persistence/sql/traverser.go,
+    # Traverser.TraverseSubjectSetExpansion), then one hop further, never visiting a subject set twice.
+    # A subject is a subject ID or a subject set; both match a stored tuple only exactly (traverser.go,
+    # whereSubject). The stand-in does not interpret the OPL: the one rewrite it knows is the sample OPL's
+    # Document.view permit, viewers or owners, evaluated at the same depth (internal/check/rewrites.go,
+    # Engine.checkComputedUserset).
+    KETO_MAX_READ_DEPTH = 5
+    KETO_REWRITES = {('Document', 'view'): ('viewers', 'owners')}
+
+    def check(self, namespace, obj, relation, subject, depth=None, skip_direct=False, visited=None):
+        """subject: a subject ID (str) or a subject set [namespace, object, relation]."""
+        if depth is None or depth <= 0 or depth > self.KETO_MAX_READ_DEPTH:
+            depth = self.KETO_MAX_READ_DEPTH
+        return self._check(namespace, obj, relation, self.subject_key(subject), depth, skip_direct, visited or set())
+
+    @staticmethod
+    def subject_key(subject):
+        if isinstance(subject, (list, tuple)):
+            return ('', [subject[0], subject[1], subject[2]])
+        return (subject or '', [])
+
+    def _check(self, namespace, obj, relation, subject, depth, skip_direct, visited):
         if depth <= 0:
             return False
-        for key in self.tuples.get(namespace, []):
-            if key[1] != obj or key[2] != relation:
+        rewrite = self.KETO_REWRITES.get((namespace, relation))
+        if rewrite:
+            return any(self._check(namespace, obj, rel, subject, depth, False, visited) for rel in rewrite)
+        rows = [k for k in self.tuples.get(namespace, []) if k[1] == obj and k[2] == relation]
+        if not skip_direct and depth - 1 > 0 and any((k[3], k[4]) == subject for k in rows):
+            return True
+        if depth - 1 <= 0:
+            return False
+        hops = []
+        for key in rows:
+            if not key[4]:
                 continue
-            if key[3] and key[3] == subject_id:
+            sset = tuple(key[4])
+            if any(r[1] == sset[1] and r[2] == sset[2] and (r[3], r[4]) == subject for r in self.tuples.get(sset[0], [])):
                 return True
-            if key[4] and self.check(key[4][0], key[4][1], key[4][2], subject_id, depth - 1):
+            hops.append(sset)
+        for sset in hops:
+            if sset in visited:
+                continue
+            visited.add(sset)
+            if self._check(sset[0], sset[1], sset[2], subject, depth - 1, True, visited):
                 return True
-        if namespace == 'Document' and relation == 'view':
-            return any(self.check(namespace, obj, rel, subject_id, depth - 1) for rel in ('viewers', 'owners'))
         return False
 
     # seeding
-    def seed(self, identities=0, seed=1, hash_pool=0, clients=0, tuples=True, jwk_sets=(), extras=True):
+    def seed(self, identities=0, seed=1, hash_pool=0, clients=0, tuples=True, jwk_sets=(), extras=True, passwordless=0):
         if not self.schemas:
             self.install_default_config()
         made = []
-        for creds, traits, extra in seeding.identity_records(identities, seed=seed, hash_pool=hash_pool, with_extras=extras):
+        records = itertools.chain(seeding.identity_records(identities, seed=seed, hash_pool=hash_pool, with_extras=extras),
+                                  seeding.passwordless_records(passwordless, seed=seed))
+        for creds, traits, extra in records:
             body = {'schema_id': 'person', 'traits': traits, 'state': extra['state'],
                     'metadata_public': extra['metadata_public'], 'metadata_admin': extra['metadata_admin'],
                     'verifiable_addresses': [{'value': traits['email'], 'via': 'email', 'verified': extra['verified'],
@@ -452,7 +637,13 @@ class Project(object):
                     if kind in UNIQUE_CREDENTIALS:
                         self.identifiers[(kind, ident)] = rec['id']
                 if kind in ('totp', 'lookup_secret', 'webauthn'):
+                    # enrolled in the settings flow: the identity ID is the identifier (unlike an import)
                     rec['credentials'][kind]['identifiers'] = [rec['id']]
+                if kind == 'passkey':
+                    # the stand-in registers passkeys with the identity ID as user handle
+                    rec['credentials'][kind]['config'] = dict(cred['config'], user_handle=list(rec['id'].encode('ascii')))
+                    rec['credentials'][kind]['identifiers'] = [rec['id']]
+                    self.identifiers[(kind, rec['id'])] = rec['id']
             made.append(rec['id'])
         secrets_out = {}
         for client in seeding.client_records(clients):
@@ -472,6 +663,8 @@ class Project(object):
             for group in range(min(10, len(made))):
                 self.insert_tuple({'namespace': 'Document', 'object': 'shared-%d' % group, 'relation': 'viewers',
                                    'subject_set': {'namespace': 'Group', 'object': 'group-%d' % group, 'relation': 'members'}})
+            for item in seeding.subject_set_tuples(made):
+                self.insert_tuple(item)
         return {'identities': made, 'client_secrets': secrets_out}
 
     def install_blank_config(self):
@@ -540,6 +733,7 @@ class StandIn(ThreadingHTTPServer):
         self.specs = specs or load_specs()
         self.thresholds = thresholds or load_thresholds()
         self.project = Project(self.base_url, project_id=project_id)
+        self.ory_version = ORY_VERSION
         self.tokens = Tokens()
         self.limiter = Limiter()
         self.faults = []
@@ -815,7 +1009,17 @@ class Handler(BaseHTTPRequestHandler):
     def route(self, method, template, params, query, body, raw, fault):
         project = self.server.project
         if template == '/admin/identities' and method == 'GET':
+            # identity/handler.go, parseListIdentitiesParameters and list: include_credential declassifies the
+            # named types on the list as on a read by ID; an unknown type is a 400. Kratos releases before
+            # include_credential on the list (ory/kratos#3190) ignore it and list credentials without their
+            # configuration: the quirk list_ignores_include_credential.
             include = query.get('include_credential') or []
+            for value in include:
+                if value not in CREDENTIAL_TYPES:
+                    raise HTTPFailure(400, 'The request was malformed or contained invalid parameters',
+                                      'Invalid value `%s` for parameter `include_credential`.' % value)
+            if project.quirks.get('list_ignores_include_credential'):
+                include = []
             ident = (query.get('credentials_identifier') or [None])[0]
             with project.lock:
                 if ident:
@@ -828,26 +1032,47 @@ class Handler(BaseHTTPRequestHandler):
             rec = project.create_identity(body)
             return 201, project.render_identity(rec), {}
         if template == '/admin/identities' and method == 'PATCH':
+            # identity/handler.go, batchPatchIdentities: more than 1000 patches, a body that does not decode, or a
+            # create body that cannot be turned into an identity (bad state, a credential that cannot be imported;
+            # see prepare_identity) refuse the whole request with 400 and nothing is written. Then each identity
+            # is validated against its schema (identity/manager.go, CreateIdentities: 400 for that identity) and
+            # inserted (persistence/sql/identity/persister_identity.go, CreateIdentities: 409 for that identity
+            # when an identifier or external ID is taken); the others are created. Each patch answers with
+            # action create + identity, or action error + error, and its patch_id.
             items = body.get('identities') or []
             if len(items) > 1000:
-                raise HTTPFailure(400, 'a batch holds at most 1000 identities', 'too many identities')
+                raise HTTPFailure(400, 'The maximum number of identities per request that can be created or deleted '
+                                  'at once is 1000.', 'too many identities')
             results = []
             statuses = set()
+            prepared = []
             for item in items:
                 if 'create' not in item:
-                    results.append({'action': 'error', 'patch_id': item.get('patch_id'),
-                                    'error': {'code': 400, 'message': 'only create patches are supported'}})
-                    statuses.add(400)
+                    prepared.append((item, None, {'code': 400, 'message': 'only create patches are supported'}))
                     continue
                 try:
-                    rec = project.create_identity(item['create'])
-                    results.append({'action': 'create', 'identity': rec['id'], 'patch_id': item.get('patch_id')})
+                    prepared.append((item, project.prepare_identity(item['create']), None))
                 except HTTPFailure as exc:
-                    statuses.add(exc.status)
-                    results.append({'action': 'error', 'patch_id': item.get('patch_id'),
-                                    'error': {'code': exc.status, 'status': STATUS_TEXT.get(exc.status),
-                                              'message': exc.message, 'reason': exc.reason}})
-            if items and all(r['action'] == 'error' for r in results):
+                    if getattr(exc, 'request_level', True):
+                        raise
+                    prepared.append((item, None, {'code': exc.status, 'status': STATUS_TEXT.get(exc.status),
+                                                  'message': 'The request was malformed or contained invalid parameters',
+                                                  'reason': exc.message}))
+            for item, ready, error in prepared:
+                if ready is not None:
+                    try:
+                        rec = project.create_identity(item['create'], prepared=ready, batch=True)
+                        results.append({'action': 'create', 'identity': rec['id'], 'patch_id': item.get('patch_id')})
+                        continue
+                    except HTTPFailure as exc:
+                        error = {'code': exc.status, 'status': STATUS_TEXT.get(exc.status), 'message': exc.message,
+                                 'reason': exc.reason}
+                statuses.add(error['code'])
+                results.append({'action': 'error', 'patch_id': item.get('patch_id'), 'error': error})
+            # the handler's documentation (Ory Network): when every patch failed, the answer is 409 if any failed on
+            # a conflict, else 400. Kratos' handler code itself answers 200 with the per-patch errors: the quirk
+            # batch_ok_when_every_patch_fails (identity/handler.go, batchPatchIdentities, the final write).
+            if items and all(r['action'] == 'error' for r in results) and not project.quirks.get('batch_ok_when_every_patch_fails'):
                 status = 409 if 409 in statuses else 400
                 raise HTTPFailure(status, 'none of the identities could be imported', '; '.join(
                     sorted(set(r['error'].get('reason') or r['error']['message'] for r in results)))[:500])
@@ -880,7 +1105,10 @@ class Handler(BaseHTTPRequestHandler):
                     del project.identifiers[key]
             return 204, None, {}
         if template == '/version':
-            return 200, {'version': 'v26.2.0'}, {}
+            # ory/x healthx/handler.go, Handler.Version: the software version the service was built with, as
+            # {"version": ...}; Kratos, Hydra and Keto mount it on their admin APIs, and Ory Network answers it on
+            # the project URL. The stand-in is one server for the three services, so it has one version.
+            return 200, {'version': self.server.ory_version}, {}
         if template == '/schemas':
             return 200, [{'id': k, 'schema': v} for k, v in sorted(project.schemas.items())], {}
         if template == '/admin/clients' and method == 'GET':
@@ -896,6 +1124,9 @@ class Handler(BaseHTTPRequestHandler):
                 raise HTTPFailure(404, 'The requested resource could not be found')
             return 200, project.render_client(rec), {}
         if template == '/admin/keys/{set}' and method == 'GET':
+            # ory/hydra jwk/handler.go, Handler.getJsonWebKeySet: the admin API returns the keys as stored, private
+            # parts included (ExcludeOpaquePrivateKeys, jwk/helper.go, reduces only keys held by an opaque signer,
+            # such as an HSM, to their public part; the stand-in has none)
             keys = project.jwks.get(params[0])
             if not keys:
                 raise HTTPFailure(404, 'The requested resource could not be found', 'unknown JSON Web Key Set')
@@ -915,9 +1146,13 @@ class Handler(BaseHTTPRequestHandler):
                     raise HTTPFailure(404, 'Unknown namespace with name "%s".' % namespace)
                 rows = project.tuples.get(namespace, []) if namespace else sorted(
                     k for v in project.tuples.values() for k in v)
-                for field, index in (('object', 1), ('relation', 2), ('subject_id', 3)):
-                    if query.get(field):
+                for field, index in (('object', 1), ('relation', 2)):
+                    if field in query:
                         rows = [r for r in rows if r[index] == query[field][0]]
+                subject = keto_subject_query(query)
+                if subject is not None:
+                    want = project.subject_key(subject)
+                    rows = [r for r in rows if (r[3], r[4]) == want]
                 keys, token = self.keyset_page('tuples:%s' % namespace, rows, query, 1000, fault)
             return 200, {'relation_tuples': [project.tuple_from_key(k) for k in keys], 'next_page_token': token or ''}, {}
         if template == '/admin/relation-tuples' and method == 'PATCH':
@@ -935,9 +1170,21 @@ class Handler(BaseHTTPRequestHandler):
                 project.insert_tuple(body)
             return 201, body, {}
         if template == '/relation-tuples/check/openapi':
+            # ory/keto internal/check/handler.go, Handler.getCheck: the tuple comes from the query
+            # (ketoapi/enc_url_query.go, RelationTuple.FromURLQuery); an unknown namespace answers "not allowed"
+            subject = keto_subject_query(query)
+            if subject is None:
+                raise HTTPFailure(400, 'subject is not allowed to be nil', 'Please provide a subject.')
+            if any(field not in query for field in ('namespace', 'object', 'relation')):
+                raise HTTPFailure(400, 'incomplete tuple, provide "namespace", "object", "relation", and a subject')
+            try:
+                depth = int((query.get('max-depth') or ['0'])[0] or 0)
+            except ValueError:
+                raise HTTPFailure(400, 'max-depth must be an integer')
             q = dict((k, v[0]) for k, v in query.items())
             with project.lock:
-                allowed = project.check(q.get('namespace'), q.get('object'), q.get('relation'), q.get('subject_id'))
+                allowed = q['namespace'] in project.tuples and project.check(
+                    q['namespace'], q['object'], q['relation'], subject, depth)
             return 200, {'allowed': allowed}, {}
         if template == '/projects/{project_id}':
             if params[0] != project.id:
@@ -951,29 +1198,52 @@ class Handler(BaseHTTPRequestHandler):
         raise HTTPFailure(404, 'the stand-in does not implement %s %s' % (method, template))
 
     def token(self, raw):
+        # the order of ory/fosite client_authentication.go, Fosite.AuthenticateClient, then the
+        # client_credentials grant (handler/oauth2/flow_client_credentials.go, HandleTokenEndpointRequest)
         project = self.server.project
         form = dict((k, v[0]) for k, v in parse_qs(raw.decode('utf-8')).items())
         auth = self.headers.get('Authorization') or ''
-        method = 'client_secret_post'
-        if auth.startswith('Basic '):
+        if form.get('client_assertion_type'):
+            # a signed client assertion (private_key_jwt; client_secret_jwt is refused upstream): the stand-in
+            # does not verify assertions
+            rec = project.clients.get(form.get('client_id') or '')
+            if rec and rec.get('token_endpoint_auth_method') == 'client_secret_jwt':
+                raise HTTPFailure(401, 'This requested OAuth 2.0 client only supports client authentication method '
+                                       '"client_secret_jwt", however that method is not supported by this server.')
+            raise HTTPFailure(400, 'The stand-in does not verify client assertions (private_key_jwt).')
+        basic = auth.startswith('Basic ')
+        if basic:
             try:
                 pair = base64.b64decode(auth[6:]).decode('utf-8')
             except ValueError:
                 raise HTTPFailure(401, 'invalid basic authorization header')
             client_id, _sep, secret = pair.partition(':')
             client_id, secret = unquote(client_id), unquote(secret)
-            method = 'client_secret_basic'
         else:
             client_id, secret = form.get('client_id'), form.get('client_secret')
         rec = project.clients.get(client_id or '')
-        stored = project.client_secrets.get(client_id or '')
-        if (not rec or not stored or not secret
-                or not hmac.compare_digest(stored, hashlib.sha256(secret.encode('utf-8')).hexdigest())):
+        if not rec:
             raise HTTPFailure(401, 'Client authentication failed (e.g., unknown client, no client authentication included, '
                                    'or unsupported authentication method).')
-        if rec.get('token_endpoint_auth_method', 'client_secret_basic') != method:
-            raise HTTPFailure(401, 'The OAuth 2.0 Client supports client authentication method "%s", but method "%s" was '
-                                   'requested.' % (rec.get('token_endpoint_auth_method'), method))
+        supported = rec.get('token_endpoint_auth_method', 'client_secret_basic')
+        used = None
+        if not basic and form.get('client_id') and form.get('client_secret') and supported != 'client_secret_post':
+            used = 'client_secret_post'
+        elif basic and supported != 'client_secret_basic':
+            used = 'client_secret_basic'
+        if used:
+            raise HTTPFailure(401, 'The OAuth 2.0 Client supports client authentication method "%s", but method "%s" '
+                                   'was requested.' % (supported, used))
+        if supported == 'none':
+            if form.get('grant_type') == 'client_credentials':
+                raise HTTPFailure(400, "The OAuth 2.0 Client is marked as public and is thus not allowed to use "
+                                       "authorization grant 'client_credentials'.", 'invalid_grant')
+        else:
+            stored = project.client_secrets.get(client_id or '')
+            if (not stored or not secret
+                    or not hmac.compare_digest(stored, hashlib.sha256(secret.encode('utf-8')).hexdigest())):
+                raise HTTPFailure(401, 'Client authentication failed (e.g., unknown client, no client authentication '
+                                       'included, or unsupported authentication method).')
         if form.get('grant_type') != 'client_credentials' or 'client_credentials' not in (rec.get('grant_types') or []):
             raise HTTPFailure(400, 'The client is not allowed to request the grant type %s' % form.get('grant_type'))
         project.tokens_issued += 1
@@ -1010,8 +1280,11 @@ class Handler(BaseHTTPRequestHandler):
             made = server.project.seed(identities=body.get('identities', 0), seed=body.get('seed', 1),
                                        hash_pool=body.get('hash_pool', 0), clients=body.get('clients', 0),
                                        tuples=body.get('tuples', True), jwk_sets=body.get('jwk_sets', []),
-                                       extras=body.get('extras', True))
+                                       extras=body.get('extras', True), passwordless=body.get('passwordless', 0))
             return self.send(200, made)
+        if name == 'seed-hydra':
+            return self.send(200, server.project.seed_hydra(keyed_clients=body.get('keyed_clients', True),
+                                                            mixed_jwk_set=body.get('mixed_jwk_set')))
         if name == 'config':
             if not server.project.schemas:
                 server.project.install_default_config()
@@ -1020,6 +1293,16 @@ class Handler(BaseHTTPRequestHandler):
                     kid = '%s-%s' % (set_name.rsplit('.', 1)[-1], seeding.random_token(6))
                     server.project.jwks[set_name] = [seeding.rsa_jwk(kid)]
             return self.send(200, server.project.summary())
+        if name == 'version':
+            # what GET /version answers from now on (the Ory release the project runs)
+            server.ory_version = body.get('version', ORY_VERSION)
+            return self.send(200, {'version': server.ory_version})
+        if name == 'quirks':
+            unknown = sorted(set(body) - set(server.project.quirks))
+            if unknown:
+                return self.send(400, {'error': 'unknown quirks: %s' % ', '.join(unknown)})
+            server.project.quirks.update(body)
+            return self.send(200, {'quirks': server.project.quirks})
         if name == 'identity-ids':
             with server.project.lock:
                 return self.send(200, {'ids': list(server.project.identity_order)})
@@ -1041,6 +1324,8 @@ def main(argv=None):
                         help='sample: the configuration the seeded data needs; blank: a new, empty project')
     parser.add_argument('--seed-identities', type=int, default=0)
     parser.add_argument('--seed-clients', type=int, default=0)
+    parser.add_argument('--seed-passwordless', type=int, default=0,
+                        help='identities without a password (social sign-in, passkey, code, SAML) besides the others')
     parser.add_argument('--hash-pool', type=int, default=0, help='reuse this many distinct hashes (benchmarks)')
     parser.add_argument('--jwk-set', action='append', default=[])
     parser.add_argument('--default-jwk-sets', action='store_true',
@@ -1057,7 +1342,7 @@ def main(argv=None):
         server.project.install_default_config()
     jwk_sets = list(args.jwk_set) + (list(DEFAULT_JWK_SETS) if args.default_jwk_sets else [])
     server.project.seed(identities=args.seed_identities, clients=args.seed_clients, hash_pool=args.hash_pool,
-                        jwk_sets=jwk_sets)
+                        jwk_sets=jwk_sets, passwordless=args.seed_passwordless)
     if args.ready_file:
         tmp = args.ready_file + '.tmp'
         with open(tmp, 'w') as handle:

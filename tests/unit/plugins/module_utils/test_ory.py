@@ -246,12 +246,21 @@ def test_identity_conversion_keeps_what_imports_and_drops_what_the_decoder_refus
     assert body['verifiable_addresses'] == [{'value': 'a@example.org', 'via': 'email', 'verified': True,
                                              'status': 'completed'}]
     assert body['recovery_addresses'] == [{'value': 'a@example.org', 'via': 'email'}]
-    assert kinds == ['lookup_secret', 'oidc', 'password'] and missing is False
+    assert kinds == ['lookup_secret', 'oidc', 'password'] and missing == 'hashed'
     check_identity(body, 'restore/identities.json', 1)
     listed['external_id'] = 'kept'
     listed['credentials']['password'] = {'identifiers': ['a@example.org']}
     body, kinds, missing = import_identity(listed)
-    assert body['external_id'] == 'kept' and missing is True and 'password' not in kinds
+    assert body['external_id'] == 'kept' and missing == 'withheld' and 'password' not in kinds
+    # the empty credential of the schema extension: no password, not a withheld hash
+    listed['credentials']['password'] = {'identifiers': ['a@example.org'], 'config': {}}
+    body, kinds, missing = import_identity(listed)
+    assert missing == 'none' and 'password' not in kinds
+    listed['credentials']['password'] = {'identifiers': ['a@example.org'], 'config': {'use_password_migration_hook': True}}
+    body, kinds, missing = import_identity(listed)
+    assert missing == 'migration_hook' and body['credentials']['password'] == {'config': {'use_password_migration_hook': True}}
+    del listed['credentials']['password']
+    assert import_identity(listed)[2] == 'none'
 
 
 def test_bundle_checks_refuse_what_the_api_would_refuse():
