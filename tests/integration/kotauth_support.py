@@ -100,3 +100,15 @@ def start_kotauth_standin(workdir, seed=(), schema_version=42, export_format='js
             raise AssertionError('the Kotauth stand-in did not start in time')
         time.sleep(0.05)
     return KotauthStandIn(proc, ready.read_text().strip(), api_key, log_path)
+
+
+def ok(result):
+    """The module result, after checking that it did not fail."""
+    assert not result.get('failed'), result
+    return result
+
+
+def failed(result):
+    """The module result, after checking that it failed."""
+    assert result.get('failed'), result
+    return result

@@ -18,21 +18,11 @@ import time
 
 import pytest
 
-from kotauth_support import start_kotauth_standin
+from kotauth_support import failed as _failed, ok as _ok, start_kotauth_standin
 from recovery_support import kill_tree, reseal
 
 PASSPHRASE = 'kotauth-archive-pass-%s' % os.urandom(8).hex()
 SEED = ('acme:30', 'globex:12', 'broken:5', 'tampered:4')
-
-
-def _ok(result):
-    assert not result.get('failed'), result
-    return result
-
-
-def _failed(result):
-    assert result.get('failed'), result
-    return result
 
 
 @pytest.fixture(scope='module')

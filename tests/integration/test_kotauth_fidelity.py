@@ -21,21 +21,11 @@ import urllib.request
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from kotauth_support import start_kotauth_standin
+from kotauth_support import failed as _failed, ok as _ok, start_kotauth_standin
 
 PASSPHRASE = 'kotauth-fidelity-pass-%s' % os.urandom(8).hex()
 EXPORT = '/admin/api/v1/tenants/%s/export'
 IMPORT = '/admin/api/v1/tenants/import'
-
-
-def _ok(result):
-    assert not result.get('failed'), result
-    return result
-
-
-def _failed(result):
-    assert result.get('failed'), result
-    return result
 
 
 @pytest.fixture(scope='module')
