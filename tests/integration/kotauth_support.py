@@ -112,3 +112,10 @@ def failed(result):
     """The module result, after checking that it failed."""
     assert result.get('failed'), result
     return result
+
+
+def connection(standin, passphrase, **extra):
+    """The connection options of the Kotauth modules for ``standin``, plus ``extra``."""
+    args = {'url': standin.url, 'api_key': standin.api_key, 'kotauth_passphrase': passphrase, 'timeout': 60}
+    args.update(extra)
+    return args

@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from kotauth_support import failed as _failed, ok as _ok, start_kotauth_standin
+from kotauth_support import connection, failed as _failed, ok as _ok, start_kotauth_standin
 from recovery_support import kill_tree, reseal
 
 PASSPHRASE = 'kotauth-archive-pass-%s' % os.urandom(8).hex()
@@ -33,9 +33,7 @@ def standin(tmp_path_factory):
 
 
 def _connection(standin, **extra):
-    args = {'url': standin.url, 'api_key': standin.api_key, 'kotauth_passphrase': PASSPHRASE, 'timeout': 60}
-    args.update(extra)
-    return args
+    return connection(standin, PASSPHRASE, **extra)
 
 
 @pytest.fixture(scope='module')

@@ -21,7 +21,7 @@ import urllib.request
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from kotauth_support import failed as _failed, ok as _ok, start_kotauth_standin
+from kotauth_support import connection, failed as _failed, ok as _ok, start_kotauth_standin
 
 PASSPHRASE = 'kotauth-fidelity-pass-%s' % os.urandom(8).hex()
 EXPORT = '/admin/api/v1/tenants/%s/export'
@@ -36,9 +36,7 @@ def standin(tmp_path_factory):
 
 
 def _connection(standin, **extra):
-    args = {'url': standin.url, 'api_key': standin.api_key, 'kotauth_passphrase': PASSPHRASE, 'timeout': 60}
-    args.update(extra)
-    return args
+    return connection(standin, PASSPHRASE, **extra)
 
 
 def _requests(standin, name):

@@ -275,6 +275,15 @@ def test_self_hosted_round_trip(ory_standin_factory, run_module, keys, tmp_path)
         assert stats['contract_violations'] == [] and stats['request_rejections'] == []
 
 
+def _finalized_export(run_module, keys, source, root):
+    """A finalized backup set under ``root`` holding an export of ``source``; returns its path."""
+    set_dir = _open_set(run_module, root)
+    exported = run_module('ory_export', set_dir=set_dir, recipients=[keys.age_recipient], **source.connection())
+    assert not exported.get('failed'), exported
+    assert not run_module('backup_set', path=set_dir, state='finalized').get('failed')
+    return set_dir
+
+
 def _restore_role(run_playbook, standin, keys, root, state_dir, **extra):
     """The restore role into ``standin`` (confirmed), then restore_report; returns (rc, results, stdout)."""
     role_vars = {
@@ -297,10 +306,7 @@ def test_restore_role_proves_old_secrets_are_refused(ory_standin_factory, run_mo
     fails when a token endpoint still accepts an old secret."""
     source = ory_standin_factory(seed_identities=12, seed_clients=3)
     root = tmp_path / 'backups'
-    set_dir = _open_set(run_module, root)
-    exported = run_module('ory_export', set_dir=set_dir, recipients=[keys.age_recipient], **source.connection())
-    assert not exported.get('failed'), exported
-    assert not run_module('backup_set', path=set_dir, state='finalized').get('failed')
+    _finalized_export(run_module, keys, source, root)
     old = dict((c['client_id'], c['client_secret']) for c in seeding.client_records(3))
     # the old secrets work at the source project
     for client in seeding.client_records(3):
@@ -350,10 +356,7 @@ def test_restore_role_applies_the_version_gate(ory_standin_factory, run_module, 
     nothing; restore_ory_force_version=true imports with the gate's warning in the report."""
     source = ory_standin_factory(seed_identities=6, seed_clients=2)
     root = tmp_path / 'backups'
-    set_dir = _open_set(run_module, root)
-    exported = run_module('ory_export', set_dir=set_dir, recipients=[keys.age_recipient], **source.connection())
-    assert not exported.get('failed'), exported
-    assert not run_module('backup_set', path=set_dir, state='finalized').get('failed')
+    _finalized_export(run_module, keys, source, root)
 
     target = ory_standin_factory(preset='blank')
     target.control('version', {'version': 'v26.1.4'})
