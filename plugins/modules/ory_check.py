@@ -245,23 +245,22 @@ def run(module):
     return result
 
 
+def token_options():
+    """The suboptions of one token request (O(token) and each item of O(tokens))."""
+    return dict(
+        client_id=dict(type='str', required=True),
+        client_secret=dict(type='str', required=True, no_log=True),
+        method=dict(type='str', choices=['client_secret_basic', 'client_secret_post'], default='client_secret_basic'),
+        scope=dict(type='str'),
+        expect=dict(type='str', choices=['success', 'failure'], default='success'),
+    )
+
+
 def main():
     argument_spec = ory_argument_spec()
     argument_spec.update(
-        token=dict(type='dict', no_log=False, options=dict(
-            client_id=dict(type='str', required=True),
-            client_secret=dict(type='str', required=True, no_log=True),
-            method=dict(type='str', choices=['client_secret_basic', 'client_secret_post'], default='client_secret_basic'),
-            scope=dict(type='str'),
-            expect=dict(type='str', choices=['success', 'failure'], default='success'),
-        )),
-        tokens=dict(type='list', elements='dict', default=[], no_log=False, options=dict(
-            client_id=dict(type='str', required=True),
-            client_secret=dict(type='str', required=True, no_log=True),
-            method=dict(type='str', choices=['client_secret_basic', 'client_secret_post'], default='client_secret_basic'),
-            scope=dict(type='str'),
-            expect=dict(type='str', choices=['success', 'failure'], default='success'),
-        )),
+        token=dict(type='dict', no_log=False, options=token_options()),
+        tokens=dict(type='list', elements='dict', default=[], no_log=False, options=token_options()),
         permissions=dict(type='list', elements='dict', default=[]),
         identities=dict(type='list', elements='dict', default=[]),
     )
