@@ -9,7 +9,7 @@ __metaclass__ = type
 
 class ModuleDocFragment(object):
 
-    # Where the PostgreSQL server and pgBackRest run.
+    # Where the PostgreSQL server and pgBackRest run (with idp.recovery.docker for docker_host).
     DOCUMENTATION = r'''
 options:
   stanza:
@@ -22,10 +22,6 @@ options:
       - Name of the running container of the PostgreSQL server. pgBackRest and C(psql) then run inside it through
         the Docker engine API, as O(os_user). Without it they run on the host that runs the module (as O(os_user),
         through C(runuser) when the module runs as root).
-    type: str
-  docker_host:
-    description:
-      - Docker engine to talk to. Defaults to E(DOCKER_HOST), else C(unix:///var/run/docker.sock).
     type: str
   os_user:
     description:

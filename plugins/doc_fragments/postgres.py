@@ -9,7 +9,8 @@ __metaclass__ = type
 
 class ModuleDocFragment(object):
 
-    # How to reach a PostgreSQL database: inside its container or over TCP.
+    # How to reach a PostgreSQL database: inside its container or over TCP (the options of
+    # module_utils/_postgres database_argument_spec(); modules extend idp.recovery.docker with it).
     DOCUMENTATION = r'''
 options:
   container:
@@ -34,10 +35,6 @@ options:
     type: str
     choices: [auto, api]
     default: auto
-  docker_host:
-    description:
-      - Docker engine to talk to. Defaults to E(DOCKER_HOST), else C(unix:///var/run/docker.sock).
-    type: str
   host:
     description:
       - Host name or address of the server, reached over TCP with the client tools of the host that runs

@@ -8,7 +8,7 @@ __metaclass__ = type
 
 
 class ModuleDocFragment(object):
-    # The options every database restore module shares (module_utils/_restore.py).
+    # The options every database restore module shares (restore_argument_spec() in module_utils/_postgres/database_restore.py).
     DOCUMENTATION = r'''
 options:
   set_dir:

@@ -9,7 +9,8 @@ __metaclass__ = type
 
 class ModuleDocFragment(object):
 
-    # Options of modules that read or write backup sets on a storage target.
+    # Options of modules that read or write backup sets on a storage target; their argument spec is
+    # storage_argument_spec() of plugins/module_utils/_storage/base.py.
     DOCUMENTATION = r'''
 options:
   backend:

@@ -751,23 +751,31 @@ def read_manifest(set_dir):
         regular_file(set_dir, MANIFEST)
     except RecoveryError as exc:
         raise RecoveryError('backup set %s is refused: %s' % (set_dir, exc.msg), path=set_dir)
+    with open(path, 'r') as handle:
+        return parse_manifest((line.rstrip('\n') for line in handle), path, path=path)
+
+
+def parse_manifest(lines, source, damaged='', **details):
+    """The (relpath, sha256) entries of the lines of a manifest named ``source`` in messages, in order.
+
+    Refuses a line that is not a sha256sum line (``damaged`` ends that message), an unsafe path, a path
+    listed twice and a manifest that lists no file; ``details`` go with each refusal.
+    """
     entries = []
     seen = set()
-    with open(path, 'r') as handle:
-        for number, line in enumerate(handle, 1):
-            line = line.rstrip('\n')
-            if not line:
-                continue
-            match = _MANIFEST_LINE.match(line)
-            if not match:
-                raise RecoveryError('%s line %d is not a sha256sum line' % (path, number), path=path)
-            rel = safe_relpath(match.group(2))
-            if rel in seen:
-                raise RecoveryError('%s line %d lists %s a second time' % (path, number, rel), path=path)
-            seen.add(rel)
-            entries.append((rel, match.group(1)))
+    for number, line in enumerate(lines, 1):
+        if not line:
+            continue
+        match = _MANIFEST_LINE.match(line)
+        if not match:
+            raise RecoveryError('%s line %d is not a sha256sum line%s' % (source, number, damaged), **details)
+        rel = safe_relpath(match.group(2))
+        if rel in seen:
+            raise RecoveryError('%s line %d lists %s a second time' % (source, number, rel), **details)
+        seen.add(rel)
+        entries.append((rel, match.group(1)))
     if not entries:
-        raise RecoveryError('%s lists no file' % path, path=path)
+        raise RecoveryError('%s lists no file' % source, **details)
     return entries
 
 
@@ -1037,3 +1045,28 @@ def list_sets(root, service=None, now=None):
                 sets.append(describe(set_dir, now))
     sets.sort(key=lambda item: (item['stamp'], item['service']))
     return sets
+
+
+def choose_set(sets, service, where, stamp=None, path=None):
+    """The set a fetch or a restore takes from ``sets`` (as ``list_sets`` or a remote listing gives them, oldest
+    first): the one at ``path``, else the one of ``stamp``, else the newest complete one. A missing or incomplete set
+    is refused, naming the complete sets of ``where``; the error's details hold ``available`` (those stamps),
+    ``wanted`` and ``incomplete`` (whether the set asked for exists but has no manifest). Returns the set and the
+    stamps of the complete sets."""
+    complete = [item for item in sets if item['complete']]
+    stamps = [item['stamp'] for item in complete]
+    listed = ', '.join(stamps) or 'none'
+    if path or stamp:
+        wanted = path or '%s/%s' % (service, stamp)
+        found = [item for item in sets if (item['path'] == path if path else item['stamp'] == stamp)]
+        if not found:
+            raise RecoveryError('the target %s holds no set %s; complete sets there: %s' % (where, wanted, listed),
+                                available=stamps, wanted=wanted, incomplete=False)
+        if not found[0]['complete']:
+            raise RecoveryError('the set %s on %s is incomplete (no %s): it is never restored; complete sets there: %s'
+                                % (wanted, where, MANIFEST, listed), available=stamps, wanted=wanted, incomplete=True)
+        return found[0], stamps
+    if not complete:
+        raise RecoveryError('the target %s holds no complete set of %s' % (where, service), available=stamps,
+                            wanted='%s (latest complete)' % service, incomplete=False)
+    return complete[-1], stamps

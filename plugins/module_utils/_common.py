@@ -84,6 +84,15 @@ def temp_path_beside(path, tag):
     return tmp
 
 
+def close_quietly(fd):
+    """Close a file descriptor that may already be closed; returns None, for ``self._fd = close_quietly(self._fd)``."""
+    if fd is not None:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
 def remove_quietly(path):
     try:
         if os.path.isdir(path) and not os.path.islink(path):

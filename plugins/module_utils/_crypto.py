@@ -302,6 +302,16 @@ def sniff_encryption(path):
     return None
 
 
+COMPRESSION_SUFFIX = {'zstd': '.zst', 'gzip': '.gz', 'none': ''}
+ENCRYPTION_SUFFIX = {'age': '.age', 'gpg': '.gpg', 'passphrase': '.gpg', 'none': ''}
+
+
+def payload_suffix(compressor, backend):
+    """The suffixes a payload written through ``compressor`` and ``backend`` carries, e.g. ``.zst.age``
+    (the reverse of ``describe_from_name``)."""
+    return COMPRESSION_SUFFIX.get(compressor.name, '') + ENCRYPTION_SUFFIX.get(backend.name, '')
+
+
 def describe_from_name(path):
     """Guess (format, compression, encryption) from suffixes like .tar.zst.age."""
     parts = os.path.basename(path).split('.')[1:]

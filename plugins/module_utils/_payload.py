@@ -315,8 +315,8 @@ def verify_set(set_dir, keys, decrypt='auto', kotauth_passphrase=None):
             continue
         try:
             if bkp1:
-                from ansible_collections.idp.recovery.plugins.module_utils import _kotauth
-                item.update(_kotauth.verify_payload(full, keys, kotauth_passphrase, payloads[item['path']]), decrypted=True)
+                from ansible_collections.idp.recovery.plugins.module_utils._kotauth.stored import verify_payload
+                item.update(verify_payload(full, keys, kotauth_passphrase, payloads[item['path']]), decrypted=True)
             else:
                 item.update(read_test(full, keys, description), decrypted=True)
         except RecoveryError as exc:

@@ -25,6 +25,7 @@ from ansible_collections.idp.recovery.plugins.module_utils._common import (
     CHUNK_SIZE,
     FILE_MODE,
     RecoveryError,
+    close_quietly,
     fsync_dir,
     remove_quietly,
     temp_path_beside,
@@ -256,12 +257,7 @@ class AtomicHashedFile(object):
         return self.sha256.hexdigest()
 
     def abort(self):
-        if self._fd is not None:
-            try:
-                os.close(self._fd)
-            except OSError:
-                pass
-            self._fd = None
+        self._fd = close_quietly(self._fd)
         remove_quietly(self.tmp)
 
 

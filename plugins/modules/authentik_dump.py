@@ -34,6 +34,7 @@ author:
 extends_documentation_fragment:
   - idp.recovery.attributes
   - idp.recovery.postgres
+  - idp.recovery.docker
   - idp.recovery.postgres.DUMP
   - idp.recovery.encryption.ENCRYPT
 attributes:
@@ -244,69 +245,16 @@ env:
   type: dict
 '''
 
-import os
-
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.idp.recovery.plugins.module_utils import _authentik, _postgres
-from ansible_collections.idp.recovery.plugins.module_utils._common import RecoveryError
-from ansible_collections.idp.recovery.plugins.module_utils._crypto import (
-    Compression,
-    check_encryption_allowed,
-    encrypt_argument_spec,
-    encrypt_stages,
-    encryption_backend,
-)
+from ansible_collections.idp.recovery.plugins.module_utils._authentik.dump import dump_authentik
+from ansible_collections.idp.recovery.plugins.module_utils._crypto import encrypt_argument_spec
 from ansible_collections.idp.recovery.plugins.module_utils._module import run_module
-
-
-def run(module):
-    params = module.params
-    set_dir = os.path.abspath(params['set_dir'])
-    encryption = params['encryption'] or 'age'
-    check_encryption_allowed(encryption, params['allow_unencrypted'])
-    encrypt_options = dict(recipients=params['recipients'], recipients_file=params['recipients_file'],
-                           passphrase=params['passphrase'], gpg_homedir=params['gpg_homedir'])
-    backend = encryption_backend(encryption, **encrypt_options)
-    compression = (params['compression'], params['compression_level'])
-    compressor = Compression(*compression)
-    # keys and levels are validated before anything is read or written
-    encrypt_stages(compressor, backend)
-    _authentik.open_set(set_dir)
-    specs = _authentik.file_specs(params['files'], params['compose_dir'], params['files_container'])
-    env_file = params['env_file']
-    if not env_file and params['compose_dir'] and os.path.isfile(os.path.join(params['compose_dir'], '.env')):
-        env_file = os.path.join(params['compose_dir'], '.env')
-    if env_file and encryption == 'none':
-        raise RecoveryError('the .env holds the secret key and database password: it is captured only '
-                            'encrypted; choose an encryption other than none or leave env_file out')
-
-    db, engine = _postgres.database_from_params(params)
-    result = {'changed': False, 'set_dir': set_dir}
-
-    result['database'], metadata = _authentik.database_step(
-        db, set_dir, params['format'], backend, compressor, force=params['force'], check_mode=module.check_mode,
-        snapshot=params['snapshot'])
-    result['changed'] = result['database']['changed']
-    result['authentik_version'] = (metadata or {}).get('version')
-
-    if specs:
-        engine = engine or (_authentik_engine(params) if params['files_container'] else None)
-        resolved = _authentik.host_paths(specs, engine, params['files_container'])
-        result['files'] = _authentik.dump_files(set_dir, resolved, encryption, compression, encrypt_options,
-                                                check_mode=module.check_mode)
-        result['changed'] = result['changed'] or any(item['changed'] for item in result['files'].values())
-    else:
-        result['files'] = {}
-    if env_file:
-        result['env'] = _authentik.dump_env(set_dir, env_file, backend, check_mode=module.check_mode)
-        result['changed'] = result['changed'] or result['env']['changed']
-    return result
-
-
-def _authentik_engine(params):
-    from ansible_collections.idp.recovery.plugins.module_utils._docker import DockerEngine
-    return DockerEngine(params.get('docker_host'))
+from ansible_collections.idp.recovery.plugins.module_utils._postgres.connection import (
+    DATABASE_MUTUALLY_EXCLUSIVE,
+    DATABASE_REQUIRED_ONE_OF,
+    database_argument_spec,
+)
 
 
 def main():
@@ -329,12 +277,12 @@ def main():
         force=dict(type='bool', default=False),
         snapshot=dict(type='str'),
     )
-    argument_spec.update(_postgres.database_argument_spec(user='authentik', database='authentik'))
+    argument_spec.update(database_argument_spec(user='authentik', database='authentik'))
     argument_spec.update(encrypt_argument_spec())
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
-                           mutually_exclusive=_postgres.DATABASE_MUTUALLY_EXCLUSIVE,
-                           required_one_of=_postgres.DATABASE_REQUIRED_ONE_OF)
-    run_module(module, run)
+                           mutually_exclusive=DATABASE_MUTUALLY_EXCLUSIVE,
+                           required_one_of=DATABASE_REQUIRED_ONE_OF)
+    run_module(module, lambda m: dump_authentik(m.params, check_mode=m.check_mode))
 
 
 if __name__ == '__main__':

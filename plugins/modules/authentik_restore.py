@@ -44,6 +44,7 @@ author:
 extends_documentation_fragment:
   - idp.recovery.attributes
   - idp.recovery.postgres
+  - idp.recovery.docker
   - idp.recovery.restore
   - idp.recovery.encryption.DECRYPT
 attributes:
@@ -252,9 +253,18 @@ rollback_health:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.idp.recovery.plugins.module_utils import _authentik, _postgres, _restore
+from ansible_collections.idp.recovery.plugins.module_utils._authentik.deployment import DEFAULT_APP_CONTAINERS
 from ansible_collections.idp.recovery.plugins.module_utils._crypto import decrypt_argument_spec
 from ansible_collections.idp.recovery.plugins.module_utils._module import run_module
+from ansible_collections.idp.recovery.plugins.module_utils._postgres.connection import (
+    DATABASE_MUTUALLY_EXCLUSIVE,
+    DATABASE_REQUIRED_ONE_OF,
+    database_argument_spec,
+)
+from ansible_collections.idp.recovery.plugins.module_utils._postgres.database_restore import (
+    restore_argument_spec,
+    run_authentik,
+)
 
 
 def main():
@@ -264,8 +274,8 @@ def main():
         container_path=dict(type='str'),
         required=dict(type='bool', default=False),
     )
-    argument_spec = _restore.argument_spec(
-        app_containers=_authentik.DEFAULT_APP_CONTAINERS,
+    argument_spec = restore_argument_spec(
+        app_containers=DEFAULT_APP_CONTAINERS,
         compose_project=dict(type='str'),
         keep_services=dict(type='list', elements='str', default=['postgresql', 'postgres', 'db', 'redis']),
         target_version=dict(type='str'),
@@ -277,12 +287,12 @@ def main():
         restore_env=dict(type='bool', default=False),
         env_file=dict(type='path'),
     )
-    argument_spec.update(_postgres.database_argument_spec(user='authentik', database='authentik'))
+    argument_spec.update(database_argument_spec(user='authentik', database='authentik'))
     argument_spec.update(decrypt_argument_spec())
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
-                           mutually_exclusive=_postgres.DATABASE_MUTUALLY_EXCLUSIVE + [('app_containers', 'compose_project')],
-                           required_one_of=_postgres.DATABASE_REQUIRED_ONE_OF)
-    run_module(module, _restore.run_authentik)
+                           mutually_exclusive=DATABASE_MUTUALLY_EXCLUSIVE + [('app_containers', 'compose_project')],
+                           required_one_of=DATABASE_REQUIRED_ONE_OF)
+    run_module(module, run_authentik)
 
 
 if __name__ == '__main__':

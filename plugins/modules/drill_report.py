@@ -263,96 +263,14 @@ duration_seconds:
   type: float
 '''
 
-import os
-import time
-
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.idp.recovery.plugins.module_utils import _drill
-from ansible_collections.idp.recovery.plugins.module_utils._common import RecoveryError, ensure_dir, write_file_atomic
+from ansible_collections.idp.recovery.plugins.module_utils._drill.report import write_report
 from ansible_collections.idp.recovery.plugins.module_utils._module import run_module
 
 
-def _mode(value):
-    try:
-        mode = int(value, 8) if isinstance(value, str) else int(value)
-    except (TypeError, ValueError):
-        raise RecoveryError('metrics_mode must be an octal mode such as 0644, got %r' % (value,))
-    if isinstance(value, bool) or not 0 <= mode <= 0o7777:
-        raise RecoveryError('metrics_mode must be an octal mode such as 0644, got %r' % (value,))
-    return mode
-
-
-def _previous_success(module, path):
-    try:
-        with open(path, 'rb') as handle:
-            return _drill.read_previous_success(handle.read().decode('utf-8', 'replace'))
-    except (IOError, OSError) as exc:
-        if os.path.exists(path):
-            module.warn('cannot read %s, the time of the last passed drill is not carried over: %s'
-                        % (path, exc.strerror or exc))
-        return None
-
-
 def run(module):
-    params = module.params
-    finished = params['finished'] if params['finished'] is not None else time.time()
-    report = _drill.build_report(params['services'], params['started'], finished, params['rto_target'],
-                                 params['rpo_target'], context=params['context'], name=params['name'],
-                                 generated=time.time(), require_checks=params['require_checks'])
-    dest_dir = os.path.abspath(params['dest_dir'])
-    if os.path.exists(dest_dir) and not os.path.isdir(dest_dir):
-        raise RecoveryError('dest_dir %s exists and is not a directory' % dest_dir)
-    metrics_file = params['metrics_file']
-    metrics_mode = _mode(params['metrics_mode'])
-    previous = None
-    if metrics_file:
-        metrics_file = os.path.abspath(metrics_file)
-        if not os.path.isdir(os.path.dirname(metrics_file)):
-            raise RecoveryError('the directory of metrics_file %s does not exist' % metrics_file)
-        if os.path.isdir(metrics_file):
-            raise RecoveryError('metrics_file %s is a directory' % metrics_file)
-        previous = _previous_success(module, metrics_file)
-    paths = {
-        'report_json': os.path.join(dest_dir, report['name'] + '.json'),
-        'report_html': os.path.join(dest_dir, report['name'] + '.html'),
-        'latest_json': os.path.join(dest_dir, 'latest.json'),
-        'latest_html': os.path.join(dest_dir, 'latest.html'),
-    }
-    report['files'] = {'json': os.path.basename(paths['report_json']), 'html': os.path.basename(paths['report_html'])}
-    report['last_success_timestamp'] = report['finished_timestamp'] if report['result'] == _drill.PASSED else previous
-    json_bytes = _drill.render_json(report)
-    html_bytes = _drill.render_html(report)
-    metrics_bytes = _drill.render_metrics(report, previous) if metrics_file else None
-    if not module.check_mode:
-        ensure_dir(dest_dir)
-        write_file_atomic(paths['report_json'], json_bytes)
-        write_file_atomic(paths['report_html'], html_bytes)
-        write_file_atomic(paths['latest_json'], json_bytes)
-        write_file_atomic(paths['latest_html'], html_bytes)
-        if metrics_file:
-            write_file_atomic(metrics_file, metrics_bytes, metrics_mode)
-    result = dict(paths)
-    result.update({
-        'changed': True,
-        'result': report['result'],
-        'reasons': report['reasons'],
-        'warnings_found': report['warnings'],
-        'services': _drill.summary(report),
-        'rto_target_seconds': report['rto_target_seconds'],
-        'rpo_target_seconds': report['rpo_target_seconds'],
-        'rto_target_human': report['rto_target_human'],
-        'rpo_target_human': report['rpo_target_human'],
-        'duration_seconds': report['duration_seconds'],
-        'last_success_timestamp': report['last_success_timestamp'],
-    })
-    if metrics_file:
-        result['metrics_file'] = metrics_file
-    for warning in report['warnings']:
-        module.warn(warning)
-    if report['result'] == _drill.FAILED and params['fail_on_failure']:
-        raise RecoveryError('the restore drill failed: %s' % '; '.join(report['reasons']), **result)
-    return result
+    return write_report(module.params, module.check_mode, module.warn)
 
 
 def main():

@@ -151,26 +151,10 @@ tenants:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.idp.recovery.plugins.module_utils._crypto import check_encryption_allowed, encrypt_argument_spec
-from ansible_collections.idp.recovery.plugins.module_utils._kotauth import (
-    Exporter,
-    check_passphrase,
-    client_from_params,
-    kotauth_argument_spec,
-    require_cryptography,
-)
+from ansible_collections.idp.recovery.plugins.module_utils._crypto import encrypt_argument_spec
+from ansible_collections.idp.recovery.plugins.module_utils._kotauth.client import kotauth_argument_spec
+from ansible_collections.idp.recovery.plugins.module_utils._kotauth.export import export_tenants
 from ansible_collections.idp.recovery.plugins.module_utils._module import run_module
-
-
-def run(module):
-    params = dict(module.params)
-    params['encryption'] = params['encryption'] or 'age'
-    check_encryption_allowed(params['encryption'], params['allow_unencrypted'])
-    check_passphrase(params['kotauth_passphrase'])
-    require_cryptography()
-    client = client_from_params(params)
-    result = Exporter(client, params, check_mode=module.check_mode).run(params['set_dir'], params['slugs'])
-    return result
 
 
 def main():
@@ -188,7 +172,7 @@ def main():
         force=dict(type='bool', default=False),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
-    run_module(module, run)
+    run_module(module, lambda m: export_tenants(m.params, check_mode=m.check_mode))
 
 
 if __name__ == '__main__':

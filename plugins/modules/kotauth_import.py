@@ -158,29 +158,17 @@ post_restore_actions:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.idp.recovery.plugins.module_utils._crypto import decrypt_argument_spec, keys_from_params
-from ansible_collections.idp.recovery.plugins.module_utils._kotauth import (
-    Importer,
-    check_passphrase,
-    client_from_params,
-    kotauth_argument_spec,
-    require_cryptography,
-)
+from ansible_collections.idp.recovery.plugins.module_utils._crypto import decrypt_argument_spec
+from ansible_collections.idp.recovery.plugins.module_utils._kotauth.client import kotauth_argument_spec
+from ansible_collections.idp.recovery.plugins.module_utils._kotauth.import_ import import_tenant
 from ansible_collections.idp.recovery.plugins.module_utils._module import run_module
 
 
 def run(module):
-    params = module.params
-    check_passphrase(params['kotauth_passphrase'])
-    if params['request_format'] == 'multipart':
+    if module.params['request_format'] == 'multipart':
         module.deprecate('request_format=multipart is refused by Kotauth\'s admin API (HTTP 400); use the default, json',
                          version='1.0.0', collection_name='idp.recovery')
-    require_cryptography()
-    importer = Importer(client_from_params(params), params, keys_from_params(params), check_mode=module.check_mode)
-    result = importer.run(params['set_dir'])
-    for warning in importer.warnings:
-        module.warn(warning)
-    return result
+    return import_tenant(module.params, check_mode=module.check_mode, warn=module.warn)
 
 
 def main():

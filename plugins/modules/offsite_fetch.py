@@ -137,155 +137,19 @@ retries:
   elements: dict
 '''
 
-import os
-import re
-
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.idp.recovery.plugins.module_utils import _backup_set, _storage
-from ansible_collections.idp.recovery.plugins.module_utils._common import (
-    FILE_MODE,
-    RecoveryError,
-    ensure_dir,
-    fsync_dir,
-    parse_stamp,
-    remove_quietly,
-    temp_path_beside,
-    write_file_atomic,
-)
 from ansible_collections.idp.recovery.plugins.module_utils._module import run_module
-from ansible_collections.idp.recovery.plugins.module_utils._stream import hash_file
-
-MANIFEST_LINE = re.compile(r'^([0-9a-f]{64}) [ *](.+)$')
-
-
-def parse_manifest(data, source):
-    entries = []
-    for number, line in enumerate(data.decode('utf-8', 'replace').splitlines(), 1):
-        if not line:
-            continue
-        match = MANIFEST_LINE.match(line)
-        if not match:
-            raise RecoveryError('%s line %d is not a sha256sum line: the offsite manifest is damaged' % (source, number))
-        rel = _backup_set.safe_relpath(match.group(2))
-        if rel == _backup_set.MANIFEST:
-            raise RecoveryError('%s lists itself' % source)
-        entries.append((rel, match.group(1)))
-    if not entries:
-        raise RecoveryError('%s lists no file' % source)
-    return entries
-
-
-def choose(sets, service, stamp, where):
-    complete = [item for item in sets if item['complete']]
-    stamps = [item['stamp'] for item in complete]
-    if stamp:
-        found = [item for item in sets if item['stamp'] == stamp]
-        if not found:
-            raise RecoveryError('the target %s holds no set %s/%s; complete sets there: %s'
-                                % (where, service, stamp, ', '.join(stamps) or 'none'), available=stamps)
-        if not found[0]['complete']:
-            raise RecoveryError('the set %s/%s on %s is incomplete (no %s): it is never restored; complete sets there: %s'
-                                % (service, stamp, where, _backup_set.MANIFEST, ', '.join(stamps) or 'none'),
-                                available=stamps)
-        return found[0], stamps
-    if not complete:
-        raise RecoveryError('the target %s holds no complete set of %s' % (where, service), available=stamps)
-    return complete[-1], stamps
-
-
-def local_copy_ok(set_dir):
-    if not _backup_set.is_complete(set_dir):
-        return False, None
-    try:
-        results, unlisted = _backup_set.verify_checksums(set_dir)
-    except RecoveryError:
-        return False, None
-    return all(item['ok'] for item in results), (results, unlisted)
+from ansible_collections.idp.recovery.plugins.module_utils._storage.base import storage_argument_spec
+from ansible_collections.idp.recovery.plugins.module_utils._storage.transfer import fetch
 
 
 def run(module):
-    params = module.params
-    service, stamp = params['service'], params['stamp']
-    _backup_set.check_service_name(service)
-    if stamp and parse_stamp(stamp) is None:
-        raise RecoveryError('%r is not a set stamp (YYYYMMDDTHHMMSSZ)' % stamp)
-    storage = _storage.storage_from_params(params)
-    try:
-        result = fetch(module, storage, service, stamp)
-    finally:
-        storage.cleanup()
-    result['retries'] = storage.retried
-    return result
-
-
-def fetch(module, storage, service, stamp):
-    dest = os.path.abspath(module.params['dest'])
-    _backup_set.check_service_dir(os.path.join(dest, service))
-    chosen, stamps = choose(_storage.list_remote_sets(storage, service), service, stamp, storage.describe())
-    rel_dir = '%s/%s' % (service, chosen['stamp'])
-    set_dir = os.path.join(dest, service, chosen['stamp'])
-    result = {'changed': False, 'path': set_dir, 'service': service, 'stamp': chosen['stamp'],
-              'source': storage.describe(rel_dir), 'available': stamps, 'downloaded': [], 'bytes': 0,
-              'size_bytes': chosen['size_bytes']}
-
-    ok, verified = local_copy_ok(set_dir)
-    if ok:
-        result['files'] = verified[0]
-        if verified[1]:
-            module.warn('files not listed in the manifest (never restored): %s' % ', '.join(verified[1]))
-        return result
-
-    manifest_rel = rel_dir + '/' + _backup_set.MANIFEST
-    manifest = storage.read_file(manifest_rel)
-    entries = parse_manifest(manifest, storage.describe(manifest_rel))
-    result['changed'] = True
-    if module.check_mode:
-        result['downloaded'] = [rel for rel, _digest in entries] + [_backup_set.MANIFEST]
-        return result
-
-    ensure_dir(set_dir)
-    # a damaged complete copy stops looking complete before anything in it changes
-    if os.path.exists(os.path.join(set_dir, _backup_set.MANIFEST)):
-        os.unlink(os.path.join(set_dir, _backup_set.MANIFEST))
-        fsync_dir(set_dir)
-    for rel, expected in entries:
-        final = os.path.join(set_dir, rel)
-        if os.path.isfile(final) and hash_file(final)[0] == expected:
-            continue
-        ensure_dir(os.path.dirname(final))
-        tmp = temp_path_beside(final, 'fetch')
-        try:
-            storage.download(rel_dir + '/' + rel, tmp)
-            actual, size = hash_file(tmp)
-            if actual != expected:
-                raise RecoveryError('the offsite copy of %s is damaged: its SHA-256 is %s, the manifest says %s; the local '
-                                    'copy %s stays incomplete (no manifest) and is never restored'
-                                    % (storage.describe(rel_dir + '/' + rel), actual, expected, set_dir), file=rel)
-            os.chmod(tmp, FILE_MODE)
-            os.rename(tmp, final)
-        except BaseException:
-            remove_quietly(tmp)
-            raise
-        fsync_dir(os.path.dirname(final))
-        result['downloaded'].append(rel)
-        result['bytes'] += size
-    write_file_atomic(os.path.join(set_dir, _backup_set.MANIFEST), manifest)
-    result['downloaded'].append(_backup_set.MANIFEST)
-    result['bytes'] += len(manifest)
-
-    results, unlisted = _backup_set.verify_checksums(set_dir)
-    failed = [item['error'] for item in results if not item['ok']]
-    if failed:
-        raise RecoveryError('the fetched set %s failed verification: %s' % (set_dir, '; '.join(failed)), files=results)
-    if unlisted:
-        module.warn('files not listed in the manifest (never restored): %s' % ', '.join(unlisted))
-    result['files'] = results
-    return result
+    return fetch(module.params, module.check_mode, module.warn)
 
 
 def main():
-    argument_spec = _storage.storage_argument_spec()
+    argument_spec = storage_argument_spec()
     argument_spec.update(
         service=dict(type='str', required=True),
         stamp=dict(type='str'),

@@ -218,41 +218,21 @@ retries:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.idp.recovery.plugins.module_utils import _storage
 from ansible_collections.idp.recovery.plugins.module_utils._module import run_module
+from ansible_collections.idp.recovery.plugins.module_utils._storage.base import storage_argument_spec
+from ansible_collections.idp.recovery.plugins.module_utils._storage.transfer import VERIFY_MODES, upload
 
 
 def run(module):
-    params = module.params
-    local = _storage.LocalSet(params['path'], params['allow_unencrypted'])
-    if local.unlisted:
-        module.warn('files not listed in the manifest are not copied: %s' % ', '.join(local.unlisted))
-    storage = _storage.storage_from_params(params)
-    try:
-        if params['state'] == 'verified':
-            result = {
-                'changed': False,
-                'remote': storage.describe(local.rel_dir),
-                'service': local.service,
-                'stamp': local.stamp,
-                'verification': _storage.verify_set(storage, local, params['verify']),
-            }
-        else:
-            result = _storage.upload_set(storage, local, params['verify'], params['force'], module.check_mode)
-            if result['repaired']:
-                module.warn('the copy on the target did not verify and was repaired: %s' % ', '.join(result['repaired']))
-    finally:
-        storage.cleanup()
-    result['retries'] = storage.retried
-    return result
+    return upload(module.params, module.check_mode, module.warn)
 
 
 def main():
-    argument_spec = _storage.storage_argument_spec()
+    argument_spec = storage_argument_spec()
     argument_spec.update(
         path=dict(type='path', required=True),
         state=dict(type='str', choices=['present', 'verified'], default='present'),
-        verify=dict(type='str', choices=list(_storage.VERIFY_MODES), default='auto'),
+        verify=dict(type='str', choices=list(VERIFY_MODES), default='auto'),
         allow_unencrypted=dict(type='bool', default=False),
         force=dict(type='bool', default=False),
     )

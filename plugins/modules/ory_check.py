@@ -160,89 +160,13 @@ failed_checks:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.idp.recovery.plugins.module_utils._common import RecoveryError
 from ansible_collections.idp.recovery.plugins.module_utils._module import run_module
-from ansible_collections.idp.recovery.plugins.module_utils._ory import OryConnection, ory_argument_spec
-from ansible_collections.idp.recovery.plugins.module_utils._ory_import import check_permission, find_identity, mint_token
-
-
-SUBJECT_SET_FIELDS = ('namespace', 'object', 'relation')
-
-
-def token_check(conn, spec):
-    """One token request; a refusal proves a wrong secret only when the client authentication failed.
-
-    Hydra answers a client it cannot authenticate with 401 invalid_client (ory/fosite errors.go,
-    ErrInvalidClient, raised by client_authentication.go AuthenticateClient before any grant is looked at);
-    a 400 (unauthorized_client, invalid_scope, ...) comes after the secret was accepted.
-    """
-    ok, details = mint_token(conn, spec['client_id'], spec['client_secret'], spec['method'], spec.get('scope'))
-    if spec['expect'] == 'success':
-        passed = ok
-    else:
-        passed = not ok and details.get('status') == 401
-        if not ok and not passed:
-            details = dict(details, note='refused for another reason than the client authentication: the secret may '
-                                         'still be valid')
-    return dict(details, client_id=spec['client_id'], issued=ok, expected=spec['expect'], ok=passed)
-
-
-def permission_subject(check, number):
-    """(subject_id, subject_set) of a permission check; exactly one of them, a subject set with its three fields."""
-    subject_id, subject_set = check.get('subject_id'), check.get('subject_set')
-    if bool(subject_id) == bool(subject_set):
-        raise RecoveryError('permission check %d needs exactly one of subject_id and subject_set' % number)
-    if subject_id is not None and not isinstance(subject_id, str):
-        raise RecoveryError('permission check %d: subject_id must be a string' % number)
-    if subject_set is not None:
-        if not isinstance(subject_set, dict) or any(not isinstance(subject_set.get(k), str) or not subject_set[k]
-                                                    for k in SUBJECT_SET_FIELDS):
-            raise RecoveryError('permission check %d: subject_set needs namespace, object and relation (strings)' % number)
-        unknown = sorted(set(subject_set) - set(SUBJECT_SET_FIELDS))
-        if unknown:
-            raise RecoveryError('permission check %d: subject_set has unknown fields %s' % (number, ', '.join(unknown)))
-    return subject_id, subject_set
+from ansible_collections.idp.recovery.plugins.module_utils._ory.client import ory_argument_spec
+from ansible_collections.idp.recovery.plugins.module_utils._ory.verify import run_checks
 
 
 def run(module):
-    params = module.params
-    conn = OryConnection(params)
-    result = {'changed': False, 'permissions': [], 'identities': [], 'tokens': []}
-    failed = 0
-    for number, check in enumerate(params['permissions'], 1):
-        for field in ('namespace', 'object', 'relation', 'allowed'):
-            if field not in check:
-                raise RecoveryError('every permission check needs namespace, object, relation, a subject and allowed')
-        permission_subject(check, number)
-        if check.get('max_depth') is not None and (not isinstance(check['max_depth'], int) or check['max_depth'] < 1):
-            raise RecoveryError('permission check %d: max_depth must be a positive integer' % number)
-    if params['token']:
-        result['token'] = token_check(conn, params['token'])
-        failed += not result['token']['ok']
-    for spec in params['tokens']:
-        entry = token_check(conn, spec)
-        result['tokens'].append(entry)
-        failed += not entry['ok']
-    for number, check in enumerate(params['permissions'], 1):
-        subject_id, subject_set = permission_subject(check, number)
-        allowed = check_permission(conn, check['namespace'], check['object'], check['relation'],
-                                   subject_id, subject_set, max_depth=check.get('max_depth'))
-        passed = allowed == bool(check['allowed'])
-        result['permissions'].append(dict(check, answer=allowed, ok=passed))
-        failed += not passed
-    for check in params['identities']:
-        if not check.get('identifier'):
-            raise RecoveryError('every identity look-up needs an identifier')
-        found = find_identity(conn, check['identifier'])
-        passed = bool(found) and (not check.get('external_id') or any(
-            i.get('external_id') == check['external_id'] for i in found))
-        result['identities'].append({'identifier': check['identifier'], 'found': found, 'ok': passed,
-                                     'external_id': check.get('external_id')})
-        failed += not passed
-    result['failed_checks'] = failed
-    if failed:
-        raise RecoveryError('%d Ory check(s) failed' % failed, **dict((k, v) for k, v in result.items() if k != 'changed'))
-    return result
+    return run_checks(module.params)
 
 
 def token_options():

@@ -248,8 +248,9 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.idp.recovery.plugins.module_utils._crypto import check_encryption_allowed, encrypt_argument_spec
 from ansible_collections.idp.recovery.plugins.module_utils._module import run_module
-from ansible_collections.idp.recovery.plugins.module_utils._ory import OryConnection, ory_argument_spec
-from ansible_collections.idp.recovery.plugins.module_utils._ory_export import CREDENTIAL_TYPES, KINDS, Exporter
+from ansible_collections.idp.recovery.plugins.module_utils._ory.bundle import KINDS
+from ansible_collections.idp.recovery.plugins.module_utils._ory.client import OryConnection, ory_argument_spec
+from ansible_collections.idp.recovery.plugins.module_utils._ory.export import CREDENTIAL_TYPES, OryExporter
 
 
 def run(module):
@@ -258,7 +259,7 @@ def run(module):
     check_encryption_allowed(params['encryption'], params['allow_unencrypted'])
     params['compression'] = (params['compression'], params['compression_level'])
     connection = OryConnection(params)
-    result = Exporter(connection, params, check_mode=module.check_mode).run(params['set_dir'], params['prefix'])
+    result = OryExporter(connection, params, check_mode=module.check_mode).run(params['set_dir'], params['prefix'])
     for warning in (result.get('ory') or {}).get('warnings') or []:
         if result.get('changed'):
             module.warn(warning)

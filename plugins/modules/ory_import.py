@@ -269,16 +269,16 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.idp.recovery.plugins.module_utils._crypto import decrypt_argument_spec, keys_from_params
 from ansible_collections.idp.recovery.plugins.module_utils._module import run_module
-from ansible_collections.idp.recovery.plugins.module_utils._ory import OryConnection, ory_argument_spec
-from ansible_collections.idp.recovery.plugins.module_utils._ory_export import KINDS
-from ansible_collections.idp.recovery.plugins.module_utils._ory_import import Bundle, Importer
+from ansible_collections.idp.recovery.plugins.module_utils._ory.apply import Importer
+from ansible_collections.idp.recovery.plugins.module_utils._ory.bundle import KINDS, OryBundle
+from ansible_collections.idp.recovery.plugins.module_utils._ory.client import OryConnection, ory_argument_spec
 
 
 def run(module):
     params = module.params
     connection = OryConnection(params)
     keys = keys_from_params(params)
-    bundle = Bundle(params['set_dir'], params['prefix'], keys)
+    bundle = OryBundle(params['set_dir'], params['prefix'], keys)
     result = Importer(connection, params, keys, check_mode=module.check_mode).run(bundle)
     for warning in result.get('warnings') or []:
         module.warn(warning)

@@ -22,6 +22,7 @@ author:
 extends_documentation_fragment:
   - idp.recovery.attributes
   - idp.recovery.attributes.IDEMPOTENT
+  - idp.recovery.docker
   - idp.recovery.pgbackrest
 attributes:
   check_mode:
@@ -127,111 +128,25 @@ info:
   type: dict
 '''
 
-import time
-
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.idp.recovery.plugins.module_utils import _pgbackrest, _postgres
-from ansible_collections.idp.recovery.plugins.module_utils._common import RecoveryError
 from ansible_collections.idp.recovery.plugins.module_utils._module import run_module
-
-MISSING_STANZA = (1, 3)
-POINT_SQL = ("SELECT json_build_object('lsn', p::text, 'wal_segment', pg_walfile_name(p), "
-             "'time', to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')) "
-             "FROM pg_create_restore_point(%s) AS p")
-ARCHIVER_SQL = "SELECT coalesce(last_archived_wal, '') || '|' || failed_count FROM pg_stat_archiver"
-
-
-def _info_or_none(backrest):
-    try:
-        return backrest.info()
-    except RecoveryError:
-        return None
-
-
-def restore_point(module, host, backrest):
-    params = module.params
-    name = params['restore_point']
-    _pgbackrest.target_args('name', name)
-    db = _pgbackrest.server_database(host, params['os_user'], params['pg_user'], params['pg_port'])
-    started = time.monotonic()
-    with db.session() as session:
-        point = session.query_json(POINT_SQL % _postgres.quote_literal(name))
-        session.query('SELECT pg_switch_wal()')
-        deadline = time.monotonic() + params['archive_timeout']
-        archived = False
-        while True:
-            last, _sep, failed = session.query(ARCHIVER_SQL).strip().partition('|')
-            # same timeline: segment names order like their positions
-            if last and last[8:] >= point['wal_segment'][8:] and last[:8] >= point['wal_segment'][:8]:
-                archived = True
-                break
-            if time.monotonic() > deadline:
-                break
-            time.sleep(0.5)
-    point['name'] = name
-    point['archived'] = archived
-    if not archived:
-        raise RecoveryError('restore point %s was recorded at %s, but its WAL segment %s was not archived within %s s '
-                            '(last archived: %s, failed attempts: %s): a restore cannot reach it until archiving works'
-                            % (name, point['lsn'], point['wal_segment'], params['archive_timeout'], last or 'none',
-                               failed), restore_point=point)
-    return point, round(time.monotonic() - started, 3)
-
-
-def run(module):
-    params = module.params
-    host, _engine = _pgbackrest.host_from_params(params)
-    backrest = _pgbackrest.PgBackRest(host, params['stanza'], params['os_user'], params['config_path'])
-    command = params['command']
-    result = {'command': command, 'seconds': None, 'changed': False}
-    if command == 'restore-point' and not params['restore_point']:
-        raise RecoveryError('command restore-point needs restore_point (its name)')
-    if command == 'info':
-        result['info'] = backrest.info()
-        return result
-    if command == 'stanza-create':
-        before = _info_or_none(backrest)
-        if before is not None and before['status_code'] not in MISSING_STANZA:
-            result['info'] = before
-            return result
-    if module.check_mode:
-        result['changed'] = command not in ('check', 'verify')
-        result['info'] = _info_or_none(backrest)
-        return result
-    if command == 'restore-point':
-        result['restore_point'], result['seconds'] = restore_point(module, host, backrest)
-        result['changed'] = True
-        result['info'] = backrest.info()
-        return result
-    args = []
-    if command == 'backup':
-        args.append('--type=%s' % params['backup_type'])
-        before = set(b['label'] for b in (_info_or_none(backrest) or {}).get('backups') or [])
-    _out, _err, result['seconds'] = backrest.run(command, *args)
-    result['info'] = backrest.info()
-    result['changed'] = command in ('stanza-create', 'backup', 'expire')
-    if command == 'backup':
-        new = [b['label'] for b in result['info']['backups'] if b['label'] not in before]
-        if not new:
-            raise RecoveryError('pgbackrest backup ended without error, but info shows no new backup', info=result['info'])
-        result['backup_label'] = new[-1]
-    return result
+from ansible_collections.idp.recovery.plugins.module_utils._pgbackrest import operations
+from ansible_collections.idp.recovery.plugins.module_utils._pgbackrest.config import server_argument_spec
 
 
 def main():
-    argument_spec = _pgbackrest.server_argument_spec()
+    argument_spec = server_argument_spec()
     argument_spec.update(
-        command=dict(type='str', default='info',
-                     choices=['info', 'stanza-create', 'check', 'backup', 'verify', 'expire', 'restore-point']),
-        backup_type=dict(type='str', choices=list(_pgbackrest.BACKUP_TYPES), default='full'),
+        command=dict(type='str', default='info', choices=list(operations.COMMANDS)),
+        backup_type=dict(type='str', choices=list(operations.BACKUP_TYPES), default='full'),
         restore_point=dict(type='str'),
         pg_user=dict(type='str', default='postgres'),
         pg_port=dict(type='int', default=5432),
         archive_timeout=dict(type='int', default=120),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
-    run_module(module, run)
+    run_module(module, operations.run_pgbackrest)
 
 
 if __name__ == '__main__':

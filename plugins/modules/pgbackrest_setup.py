@@ -25,6 +25,7 @@ author:
 extends_documentation_fragment:
   - idp.recovery.attributes
   - idp.recovery.attributes.IDEMPOTENT
+  - idp.recovery.docker
   - idp.recovery.pgbackrest
   - idp.recovery.pgbackrest.CONFIG
 attributes:
@@ -122,111 +123,16 @@ server_version_num:
   sample: 150010
 '''
 
-import time
-
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.idp.recovery.plugins.module_utils import _pgbackrest, _postgres
-from ansible_collections.idp.recovery.plugins.module_utils._common import RecoveryError
 from ansible_collections.idp.recovery.plugins.module_utils._module import run_module
-
-SETTINGS_SQL = ("SELECT json_build_object('data_directory', current_setting('data_directory'), "
-                "'server_version_num', current_setting('server_version_num')::int, "
-                "'settings', (SELECT json_object_agg(name, setting) FROM pg_settings WHERE name = ANY(%s)), "
-                "'pending', (SELECT coalesce(json_agg(name), '[]'::json) FROM pg_settings WHERE pending_restart))")
-
-
-def _setting_text(value):
-    if isinstance(value, bool):
-        return 'on' if value else 'off'
-    return str(value)
-
-
-def wait_ready(db, timeout):
-    deadline = time.monotonic() + timeout
-    last = None
-    while True:
-        try:
-            if db.run_sql('SELECT 1').strip() == '1':
-                return
-        except RecoveryError as exc:
-            last = exc.msg
-        if time.monotonic() > deadline:
-            raise RecoveryError('the server did not answer within %s s after its restart (last: %s)' % (timeout, last))
-        time.sleep(0.5)
-
-
-def run(module):
-    params = module.params
-    host, engine = _pgbackrest.host_from_params(params)
-    db = _pgbackrest.server_database(host, params['os_user'], params['pg_user'], params['pg_port'])
-    wanted = {}
-    if params['archiving']:
-        wanted['archive_mode'] = 'on'
-        wanted['archive_command'] = _pgbackrest.archive_command(params['stanza'], params['config_path'])
-    for key, value in sorted((params['archive_settings'] or {}).items()):
-        wanted[str(key)] = _setting_text(value)
-    names = 'ARRAY[%s]::text[]' % ', '.join(_postgres.quote_literal(k) for k in sorted(wanted) or ['archive_mode'])
-    with db.session() as session:
-        facts = session.query_json(SETTINGS_SQL % names)
-    pg_path = params['pg_path'] or facts['data_directory']
-    text = _pgbackrest.config_from_params(params, pg_path)
-    ca = _pgbackrest.ca_files(params)
-    backrest = _pgbackrest.PgBackRest(host, params['stanza'], params['os_user'], params['config_path'])
-    current = dict((path, host.read_file(path)) for path in list(ca) + [params['config_path']])
-    config_changed = any(current[path] != data for path, data in list(ca.items()) + [(params['config_path'], text)])
-    have = facts.get('settings') or {}
-    # archive_mode reads back as "on"; a setting the server normalises (60s -> 60) compares on its raw value
-    changed_settings = [k for k in sorted(wanted) if have.get(k) != wanted[k] and
-                        not _same_unit_value(have.get(k), wanted[k])]
-    pending = facts.get('pending') or []
-    needs_restart = 'archive_mode' in changed_settings or 'archive_mode' in pending
-    result = {'config_path': params['config_path'], 'config_changed': config_changed, 'pg_path': pg_path,
-              'settings_changed': changed_settings, 'restart_required': False, 'restarted': False,
-              'server_version_num': facts['server_version_num']}
-    if params['archiving']:
-        result['archive_command'] = wanted['archive_command']
-    result['changed'] = bool(config_changed or changed_settings or needs_restart)
-    if module.check_mode:
-        result['restart_required'] = needs_restart
-        return result
-    if config_changed:
-        backrest.write_config(text, ca)
-    log_path = (params['options'] or {}).get('log-path') or _pgbackrest.LOG_PATH
-    host.ensure_dir(str(log_path), params['os_user'], 0o750)
-    if changed_settings:
-        with db.session() as session:
-            for key in changed_settings:
-                session.query('ALTER SYSTEM SET %s = %s' % (_postgres.quote_ident(key), _postgres.quote_literal(wanted[key])))
-            session.query('SELECT pg_reload_conf()')
-    if needs_restart:
-        if engine is not None:
-            engine.stop(params['container'], timeout=60)
-            engine.start(params['container'])
-            wait_ready(db, params['ready_timeout'])
-            result['restarted'] = True
-        elif params['restart_command']:
-            code, out, err = host.run(params['restart_command'])
-            if code != 0:
-                raise RecoveryError('restart_command failed (exit code %s): %s' % (code, err or out))
-            wait_ready(db, params['ready_timeout'])
-            result['restarted'] = True
-        else:
-            result['restart_required'] = True
-            module.warn('archive_mode changed: restart the PostgreSQL server for it to take effect (or give restart_command)')
-    return result
-
-
-def _same_unit_value(have, want):
-    """'60s' wanted, '60' reported (pg_settings.setting is in the setting's base unit)."""
-    if have is None:
-        return False
-    return want.rstrip('s') == have and want.endswith('s') and have.isdigit()
+from ansible_collections.idp.recovery.plugins.module_utils._pgbackrest import setup
+from ansible_collections.idp.recovery.plugins.module_utils._pgbackrest.config import config_argument_spec, server_argument_spec
 
 
 def main():
-    argument_spec = _pgbackrest.server_argument_spec()
-    argument_spec.update(_pgbackrest.config_argument_spec())
+    argument_spec = server_argument_spec()
+    argument_spec.update(config_argument_spec())
     argument_spec.update(
         archiving=dict(type='bool', default=True),
         archive_settings=dict(type='dict', default={}),
@@ -234,7 +140,7 @@ def main():
         ready_timeout=dict(type='int', default=120),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
-    run_module(module, run)
+    run_module(module, setup.run_pgbackrest_setup)
 
 
 if __name__ == '__main__':

@@ -38,6 +38,7 @@ extends_documentation_fragment:
   - idp.recovery.attributes.INFO_MODULE
   - idp.recovery.attributes.IDEMPOTENT
   - idp.recovery.postgres
+  - idp.recovery.docker
 attributes:
   idempotent:
     support: full
@@ -304,126 +305,14 @@ passed_checks:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.idp.recovery.plugins.module_utils import _checks, _postgres
-from ansible_collections.idp.recovery.plugins.module_utils._common import RecoveryError
+from ansible_collections.idp.recovery.plugins.module_utils._postgres import sql_checks as _sql_checks
 from ansible_collections.idp.recovery.plugins.module_utils._module import run_module
-
-
-class Engines(object):
-    """The Docker engine of the module's options, opened only when a container must be looked up."""
-
-    def __init__(self, docker_host):
-        self.docker_host = docker_host
-        self.engine = None
-
-    def get(self):
-        if self.engine is None:
-            from ansible_collections.idp.recovery.plugins.module_utils._docker import DockerEngine
-            self.engine = DockerEngine(self.docker_host)
-        return self.engine
-
-    def inspect(self, name):
-        engine = self.get()
-        return engine.inspect(name) if engine.exists(name) else None
-
-
-def target_location(params):
-    if params.get('container'):
-        return _checks.Location('container', database=params['database'], container=params['container'],
-                                port=_checks.POSTGRES_PORT)
-    return _checks.Location('tcp', database=params['database'], host=params['host'], port=params.get('port') or 5432)
-
-
-def resolve(location, engines):
-    if location.kind == 'container':
-        return _checks.resolve_container(location, engines.inspect)
-    return _checks.resolve_tcp(location)
-
-
-def guard(params, engines):
-    """The resolved target and refuse entries; RecoveryError when the target is one of them."""
-    entries = [_checks.parse_location(text) for text in params['refuse_targets']]
-    target = target_location(params)
-    if target.kind == 'container':
-        # the target must exist: a container that is not there cannot be compared
-        info = engines.get().inspect(target.container)
-        target.container_id = info.get('Id')
-        target.addresses, target.endpoints = _checks.container_endpoints(info, _checks.is_local_address)
-    else:
-        resolve(target, engines)
-    for entry in entries:
-        resolve(entry, engines)
-    found = _checks.refusal(target, entries)
-    if found:
-        entry, reason = found
-        raise RecoveryError('refusing target %s: it is the live database %s listed in refuse_targets (%s)' % (
-            target.where, entry.text, reason), target=target.describe(), refused=entry.text)
-    checked = []
-    for entry in entries:
-        item = entry.describe()
-        item['where'] = entry.text
-        item['note'] = entry.note
-        checked.append(item)
-    return target, checked
-
-
-def connect_only(params, engines, target):
-    """SELECT 1 in the database; with must_connect false, the maintenance database when that fails."""
-    described = target.describe()
-    described['connected'] = None
-    described['database_exists'] = None
-    try:
-        db, _engine = _postgres.database_from_params(params, engines.get() if params.get('container') else None)
-    except RecoveryError as exc:
-        if params['must_connect']:
-            raise RecoveryError('cannot connect to %s: %s' % (target.where, exc.msg), target=described)
-        described.update(connected=False, connect_error=exc.msg)
-        return described
-    try:
-        described['connected'] = db.run_sql('SELECT 1').strip() == '1'
-        described['database_exists'] = True
-        return described
-    except RecoveryError as exc:
-        if params['must_connect']:
-            raise RecoveryError('cannot connect to %s: %s' % (target.where, exc.msg), target=described)
-        described.update(connected=False, connect_error=exc.msg)
-    try:
-        out = db.run_sql('SELECT count(*) FROM pg_database WHERE datname = %s' % _postgres.quote_literal(
-            params['database']), database=params['maintenance_database'])
-        described['database_exists'] = out.strip() == '1'
-    except RecoveryError as exc:
-        described['maintenance_error'] = exc.msg
-    return described
-
-
-def run(module):
-    params = module.params
-    checks = _checks.normalize_checks(params['checks'])
-    engines = Engines(params.get('docker_host'))
-    target, checked = guard(params, engines)
-    result = {'changed': False, 'refuse_checked': checked, 'checks': [], 'failed_checks': 0, 'passed_checks': 0}
-    if not checks:
-        result['target'] = connect_only(params, engines, target)
-        return result
-    db, _engine = _postgres.database_from_params(params, engines.get() if params.get('container') else None)
-    described = target.describe()
-    try:
-        described['connected'] = db.run_sql('SELECT 1').strip() == '1'
-    except RecoveryError as exc:
-        raise RecoveryError('cannot connect to %s: %s' % (target.where, exc.msg), target=described,
-                            refuse_checked=checked)
-    results = [_checks.run_check(db, check, params['statement_timeout']) for check in checks]
-    result.update(target=described, checks=results, failed_checks=sum(1 for item in results if not item['ok']),
-                  passed_checks=sum(1 for item in results if item['ok']))
-    message = _checks.summary(results)
-    if message:
-        result['msg'] = message
-        if params['fail_on_failure']:
-            details = dict(result)
-            details.pop('changed')
-            details.pop('msg')
-            raise RecoveryError(message, **details)
-    return result
+from ansible_collections.idp.recovery.plugins.module_utils._postgres.check import run_postgres_check
+from ansible_collections.idp.recovery.plugins.module_utils._postgres.connection import (
+    DATABASE_MUTUALLY_EXCLUSIVE,
+    DATABASE_REQUIRED_ONE_OF,
+    database_argument_spec,
+)
 
 
 def main():
@@ -432,7 +321,7 @@ def main():
             name=dict(type='str', required=True),
             sql=dict(type='str', required=True),
             expect=dict(type='raw'),
-            compare=dict(type='str', choices=list(_checks.COMPARES), default='eq'),
+            compare=dict(type='str', choices=list(_sql_checks.COMPARES), default='eq'),
             expect_rows=dict(type='int'),
         )),
         fail_on_failure=dict(type='bool', default=True),
@@ -441,12 +330,12 @@ def main():
         maintenance_database=dict(type='str', default='postgres'),
         statement_timeout=dict(type='int', default=300),
     )
-    argument_spec.update(_postgres.database_argument_spec(user='postgres', database=None))
+    argument_spec.update(database_argument_spec(user='postgres', database=None))
     argument_spec['database'] = dict(type='str', required=True)
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
-                           mutually_exclusive=_postgres.DATABASE_MUTUALLY_EXCLUSIVE,
-                           required_one_of=_postgres.DATABASE_REQUIRED_ONE_OF)
-    run_module(module, run)
+                           mutually_exclusive=DATABASE_MUTUALLY_EXCLUSIVE,
+                           required_one_of=DATABASE_REQUIRED_ONE_OF)
+    run_module(module, run_postgres_check)
 
 
 if __name__ == '__main__':

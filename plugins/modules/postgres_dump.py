@@ -29,6 +29,7 @@ author:
 extends_documentation_fragment:
   - idp.recovery.attributes
   - idp.recovery.postgres
+  - idp.recovery.docker
   - idp.recovery.postgres.DUMP
   - idp.recovery.encryption.ENCRYPT
 attributes:
@@ -200,7 +201,7 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.idp.recovery.plugins.module_utils import _authentik, _postgres
+from ansible_collections.idp.recovery.plugins.module_utils._postgres.payload import database_step, open_set
 from ansible_collections.idp.recovery.plugins.module_utils._crypto import (
     Compression,
     check_encryption_allowed,
@@ -209,6 +210,12 @@ from ansible_collections.idp.recovery.plugins.module_utils._crypto import (
     encryption_backend,
 )
 from ansible_collections.idp.recovery.plugins.module_utils._module import run_module
+from ansible_collections.idp.recovery.plugins.module_utils._postgres.connection import (
+    DATABASE_MUTUALLY_EXCLUSIVE,
+    DATABASE_REQUIRED_ONE_OF,
+    database_argument_spec,
+    database_from_params,
+)
 
 SECTION = 'postgres'
 
@@ -223,11 +230,11 @@ def run(module):
     compressor = Compression(params['compression'], params['compression_level'])
     # keys and levels are validated before anything is read or written
     encrypt_stages(compressor, backend)
-    _authentik.open_set(set_dir)
-    db, _engine = _postgres.database_from_params(params)
+    open_set(set_dir)
+    db, _engine = database_from_params(params)
     result = {'changed': False, 'set_dir': set_dir}
 
-    result['database'], _metadata = _authentik.database_step(
+    result['database'], _metadata = database_step(
         db, set_dir, params['format'], backend, compressor, force=params['force'], check_mode=module.check_mode,
         section=SECTION, snapshot=params['snapshot'])
     result['changed'] = result['database']['changed']
@@ -245,12 +252,12 @@ def main():
         force=dict(type='bool', default=False),
         snapshot=dict(type='str'),
     )
-    argument_spec.update(_postgres.database_argument_spec(user='postgres', database=None))
+    argument_spec.update(database_argument_spec(user='postgres', database=None))
     argument_spec['database'] = dict(type='str', required=True)
     argument_spec.update(encrypt_argument_spec())
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
-                           mutually_exclusive=_postgres.DATABASE_MUTUALLY_EXCLUSIVE,
-                           required_one_of=_postgres.DATABASE_REQUIRED_ONE_OF)
+                           mutually_exclusive=DATABASE_MUTUALLY_EXCLUSIVE,
+                           required_one_of=DATABASE_REQUIRED_ONE_OF)
     run_module(module, run)
 
 

@@ -47,6 +47,7 @@ author:
 extends_documentation_fragment:
   - idp.recovery.attributes
   - idp.recovery.postgres
+  - idp.recovery.docker
   - idp.recovery.restore
   - idp.recovery.encryption.DECRYPT
 attributes:
@@ -222,19 +223,27 @@ rollback_health:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.idp.recovery.plugins.module_utils import _postgres, _restore
 from ansible_collections.idp.recovery.plugins.module_utils._crypto import decrypt_argument_spec
 from ansible_collections.idp.recovery.plugins.module_utils._module import run_module
+from ansible_collections.idp.recovery.plugins.module_utils._postgres.connection import (
+    DATABASE_MUTUALLY_EXCLUSIVE,
+    DATABASE_REQUIRED_ONE_OF,
+    database_argument_spec,
+)
+from ansible_collections.idp.recovery.plugins.module_utils._postgres.database_restore import (
+    restore_argument_spec,
+    run_postgres,
+)
 
 
 def main():
-    argument_spec = _restore.argument_spec(app_containers=[])
-    argument_spec.update(_postgres.database_argument_spec(user='postgres', database=None))
+    argument_spec = restore_argument_spec(app_containers=[])
+    argument_spec.update(database_argument_spec(user='postgres', database=None))
     argument_spec.update(decrypt_argument_spec())
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
-                           mutually_exclusive=_postgres.DATABASE_MUTUALLY_EXCLUSIVE,
-                           required_one_of=_postgres.DATABASE_REQUIRED_ONE_OF)
-    run_module(module, _restore.run_postgres)
+                           mutually_exclusive=DATABASE_MUTUALLY_EXCLUSIVE,
+                           required_one_of=DATABASE_REQUIRED_ONE_OF)
+    run_module(module, run_postgres)
 
 
 if __name__ == '__main__':

@@ -425,8 +425,8 @@ def test_restore_check_mode_with_confirm_restores_nothing(live, sets, playbook, 
 def test_restore_check_mode_from_offsite_fetches_nothing(live, sets, playbook, keys, base):
     world = _world(base, 'restore-offsite')
     _copy_sets(sets, world)
-    host_vars = _restore_vars(live, keys, world, restore_source='offsite', restore_offsite_backend='local',
-                              restore_offsite_target=str(world / 'offsite'),
+    host_vars = _restore_vars(live, keys, world, restore_source='offsite',
+                              restore_offsite={'backend': 'local', 'target': str(world / 'offsite')},
                               restore_offsite_dest=str(world / 'fetched'))
 
     runs = unchanged(lambda: _restore_state(live, world),

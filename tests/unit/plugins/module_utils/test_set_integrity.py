@@ -294,13 +294,14 @@ def _drill_service(**extra):
 
 
 def test_the_drill_report_records_the_manifest_digest():
-    from ansible_collections.idp.recovery.plugins.module_utils import _drill
+    from ansible_collections.idp.recovery.plugins.module_utils._drill.html_page import render_html
+    from ansible_collections.idp.recovery.plugins.module_utils._drill.judge import build_report
     digest = hashlib.sha256(b'manifest').hexdigest()
     started = 1795316400.0  # 2026-11-22T03:00:00Z
-    report = _drill.build_report([_drill_service(manifest_sha256=digest.upper())], started, started + 60, '4h', '24h')
+    report = build_report([_drill_service(manifest_sha256=digest.upper())], started, started + 60, '4h', '24h')
     assert report['services'][0]['manifest_sha256'] == digest
-    assert digest.encode() in _drill.render_html(report)
-    report = _drill.build_report([_drill_service()], started, started + 60, '4h', '24h')
+    assert digest.encode() in render_html(report)
+    report = build_report([_drill_service()], started, started + 60, '4h', '24h')
     assert report['services'][0]['manifest_sha256'] is None
     with pytest.raises(RecoveryError, match='manifest_sha256 must be a SHA-256'):
-        _drill.build_report([_drill_service(manifest_sha256='abc')], started, started + 60, '4h', '24h')
+        build_report([_drill_service(manifest_sha256='abc')], started, started + 60, '4h', '24h')
