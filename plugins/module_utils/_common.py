@@ -50,6 +50,15 @@ def parse_stamp(stamp):
         return None
 
 
+def release_line(pattern, version):
+    """(first, second) number of ``version`` by ``pattern`` (a compiled regular expression whose first two
+    groups are numbers), e.g. (2025, 10) or (1, 3); None when the version does not match."""
+    match = pattern.match(str(version or '').strip())
+    if not match:
+        return None
+    return int(match.group(1)), int(match.group(2))
+
+
 def fsync_dir(path):
     fd = os.open(path, os.O_RDONLY)
     try:

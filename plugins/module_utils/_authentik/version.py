@@ -14,6 +14,8 @@ __metaclass__ = type
 
 import re
 
+from ansible_collections.idp.recovery.plugins.module_utils import _common
+
 VERSION_LABEL = 'org.opencontainers.image.version'
 
 # release lines published so far; later lines are assumed to follow the two-month cadence
@@ -29,10 +31,7 @@ _LINE = re.compile(r'^v?(\d{4})\.(\d{1,2})(?:\.(\d+))?')
 
 def release_line(version):
     """(year, month) of an Authentik version string like 2025.10.1, or None."""
-    match = _LINE.match(str(version or '').strip())
-    if not match:
-        return None
-    return int(match.group(1)), int(match.group(2))
+    return _common.release_line(_LINE, version)
 
 
 def line_text(line):

@@ -18,7 +18,7 @@ import hashlib
 import json
 import re
 
-from ansible_collections.idp.recovery.plugins.module_utils._common import RecoveryError
+from ansible_collections.idp.recovery.plugins.module_utils._common import RecoveryError, release_line
 from ansible_collections.idp.recovery.plugins.module_utils._ory.bundle import KINDS, remap_tuple, tuple_key
 from ansible_collections.idp.recovery.plugins.module_utils._ory.client import OryAPIError, client_auth, fetch_content
 
@@ -34,10 +34,7 @@ _RELEASE = re.compile(r'^v?(\d+)\.(\d+)(?:\.\d+)?(?:[-+][0-9A-Za-z.+-]*)?$')
 
 def ory_release_line(version):
     """(major, minor) of an Ory version such as v1.3.1, 25.4.0 or v26.2.0-pre.1; None for anything else."""
-    match = _RELEASE.match(str(version or '').strip())
-    if not match:
-        return None
-    return int(match.group(1)), int(match.group(2))
+    return release_line(_RELEASE, version)
 
 
 def ory_version_gate(service, export_version, target_version, force=False, target_error=None):
