@@ -165,10 +165,8 @@ from ansible_collections.idp.recovery.plugins.module_utils._module import run_mo
 
 
 def run(module):
-    if module.params['request_format'] == 'multipart':
-        module.deprecate('request_format=multipart is refused by Kotauth\'s admin API (HTTP 400); use the default, json',
-                         version='1.0.0', collection_name='idp.recovery')
-    return import_tenant(module.params, check_mode=module.check_mode, warn=module.warn)
+    return import_tenant(module.params, check_mode=module.check_mode, warn=module.warn,
+                         deprecate=lambda msg: module.deprecate(msg, version='1.0.0', collection_name='idp.recovery'))
 
 
 def main():

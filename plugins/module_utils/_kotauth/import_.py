@@ -107,12 +107,15 @@ def _count_mismatch(counts, summary):
     return found
 
 
-def import_tenant(params, check_mode=False, warn=None):
+def import_tenant(params, check_mode=False, warn=None, deprecate=None):
     """What kotauth_import does: check the options, then import one tenant of ``params['set_dir']``.
 
-    ``warn`` receives each warning (an older archive schema than the target's).
+    ``warn`` receives each warning (an older archive schema than the target's); ``deprecate(msg)``
+    each deprecated option in use, once the passphrase is known to be usable.
     """
     check_passphrase(params['kotauth_passphrase'])
+    if deprecate and params.get('request_format') == 'multipart':
+        deprecate('request_format=multipart is refused by Kotauth\'s admin API (HTTP 400); use the default, json')
     require_cryptography()
     importer = KotauthImporter(client_from_params(params), params, keys_from_params(params), check_mode=check_mode)
     result = importer.run(params['set_dir'])
