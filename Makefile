@@ -90,21 +90,24 @@ molecule: setup
 test: setup sanity units integration lint molecule
 
 # BENCH selects the scripts: `make bench BENCH=authentik` runs bench/bench_authentik.py only;
-# `archive` is bench/run.py (BENCH_ARGS go to it).
+# `archive` is bench/run.py (BENCH_ARGS go to it). Each script rewrites its own section of
+# docs/performance.md; bench/perfdoc.py records the load average at its start and end and, once
+# the scripts ran, rewrites the summary at the top and docs/performance.json from bench/results.
 BENCH ?= all
 bench: setup
 	@ran=0; \
 	if [[ $(BENCH) == all || " $(BENCH) " == *" archive "* ]]; then \
-		ran=1; $(VENV)/bin/python bench/run.py $(BENCH_ARGS); \
+		ran=1; $(VENV)/bin/python bench/perfdoc.py run archive -- $(VENV)/bin/python bench/run.py $(BENCH_ARGS); \
 	fi; \
 	for script in bench/bench_*.py; do \
 		[[ -f $$script ]] || continue; \
 		name=$$(basename "$$script" .py); name=$${name#bench_}; \
 		if [[ $(BENCH) == all || " $(BENCH) " == *" $$name "* ]]; then \
-			ran=1; $(VENV)/bin/python "$$script"; \
+			ran=1; $(VENV)/bin/python bench/perfdoc.py run "$$name" -- $(VENV)/bin/python "$$script"; \
 		fi; \
 	done; \
-	[[ $$ran -eq 1 ]] || { echo 'bench: nothing matches BENCH=$(BENCH)' >&2; exit 1; }
+	[[ $$ran -eq 1 ]] || { echo 'bench: nothing matches BENCH=$(BENCH)' >&2; exit 1; }; \
+	$(VENV)/bin/python bench/perfdoc.py summary
 
 build: ansible-test-tree
 	mkdir -p .build/dist

@@ -11,7 +11,8 @@ a PostgreSQL container started for the benchmark. The modules run exactly as Ans
 in debug mode (``python -m ansible_collections.idp.recovery.plugins.modules.NAME args.json``), in
 container mode, with the real ``zstd`` and ``age`` children. In the same run, alternating with the
 module, the plain commands do the same job: ``pg_dump > /dev/null`` inside the container, the same
-pg_dump streamed out of the container, ``pg_dump | gzip`` and ``gunzip | psql``. Medians are
+pg_dump streamed out of the container, ``pg_dump | gzip`` and ``gunzip | psql``; the module also runs
+in TCP mode against the host's bare ``pg_dump -h > /dev/null``. Medians are
 reported, with the peak resident memory of the module's Python process and of its largest child.
 
 Writes the ``authentik`` section of docs/performance.md and bench/results/authentik.json.
@@ -33,7 +34,7 @@ import sys
 import threading
 import time
 
-from perfdoc import DOC_PATH, update_section
+from perfdoc import DOC_PATH, LINEAR_TOLERANCE, linear, update_section
 from run import (
     COLLECTIONS,
     MODULE_SET,
@@ -48,6 +49,7 @@ from run import (
     parse_size,
     pass_miss,
     remove,
+    run_measured,
     size_label,
 )
 
@@ -61,9 +63,12 @@ DOC_KEY = 'authentik'
 DB_USER = 'authentik'
 DB_NAME = 'authentik'
 CONTAINER_USER = 'postgres'   # the module's default container_user; the shell commands use it too
-ZSTD_LEVEL = 3
+ZSTD_LEVEL = 1                # the dump modules' default level (DUMP_ZSTD_LEVEL): the module rows leave it unset
 GiB = 1024 * MiB
 GOAL_SIZE = GiB               # the goals are stated for a database of at least this size
+BIG_SIZE = 2 * GiB            # from this size on: one run, only the module rows and the two bare references
+BIG_VARIANTS = ('module', 'module-tcp', 'bare', 'bare-tcp')
+PG_PORT = 5432
 
 GOAL_VS_BARE = 0.9            # module throughput / bare pg_dump throughput, at least
 GOAL_VS_GZIP = 2.2            # pg_dump | gzip time / module time, at least
@@ -121,6 +126,8 @@ class AuthentikBench(Bench):
         self.postgres_version = None
         self.module_args_seen = None
         self.counter = 0
+        self.password = secrets.token_urlsafe(24)
+        self.db_host = None
 
     def warm_modules(self):
         """Nothing here: each size starts with an untimed dump, once the database is loaded."""
@@ -155,8 +162,10 @@ class AuthentikBench(Bench):
 
     def start_container(self):
         log('starting PostgreSQL container %s (%s, data on tmpfs)' % (self.container, AK.POSTGRES_IMAGE))
-        AK.run_postgres(self.container, secrets.token_urlsafe(24), labels={'org.idp-recovery.bench': 'authentik'})
+        AK.run_postgres(self.container, self.password, labels={'org.idp-recovery.bench': 'authentik'})
         self.postgres_version = self.psql('SHOW server_version', database='postgres')
+        # TCP mode reaches the server at the container's address, as the integration tests do
+        self.db_host = AK.container_ip(self.container)
         log('PostgreSQL %s is ready' % self.postgres_version)
 
     def load(self, size):
@@ -189,9 +198,9 @@ class AuthentikBench(Bench):
 
     # -- measuring ------------------------------------------------------------------------------
 
-    def alternate(self, title, variants):
+    def alternate(self, title, variants, repeat=None):
         """Run every variant ``repeat`` times, alternating (the order reverses every round)."""
-        repeat = self.options.repeat
+        repeat = repeat or self.options.repeat
         log('%s: %d x %d runs' % (title, repeat, len(variants)))
         samples = {v['name']: [] for v in variants}
         for round_index in range(repeat):
@@ -226,6 +235,10 @@ class AuthentikBench(Bench):
         inner = [s['inner_seconds'] for s in runs if s.get('inner_seconds') is not None]
         if inner:
             row['module_reported_seconds'] = round(statistics.median(inner), 3)
+        stages = [s['stages'] for s in runs if s.get('stages')]
+        if stages:
+            row['stage_median_seconds'] = dict((name, round(statistics.median(s.get(name, 0.0) for s in stages), 3))
+                                               for name in stages[0])
         steps = [dict(s['steps']) for s in runs if s.get('steps')]
         if steps:
             # [name, median seconds] in the order the module ran them
@@ -244,14 +257,26 @@ class AuthentikBench(Bench):
     def has_option(self, name):
         return name in (self.module_args_seen or {})
 
-    def dump_args(self, set_dir, **extra):
-        args = {'set_dir': set_dir, 'container': self.container, 'user': DB_USER, 'database': DB_NAME,
+    def dump_args(self, set_dir, tcp=False, **extra):
+        args = {'set_dir': set_dir, 'user': DB_USER, 'database': DB_NAME,
                 'format': 'custom', 'encryption': 'age', 'recipients': [self.recipient],
-                'compression': 'zstd', 'compression_level': ZSTD_LEVEL}
+                'compression': 'zstd'}
+        if tcp:
+            args.update({'host': self.db_host, 'port': PG_PORT, 'password': self.password})
+        else:
+            args['container'] = self.container
         args.update(extra)
         return args
 
-    def bench_dump(self, info):
+    def shell_with_password(self, script):
+        """A measured shell run with PGPASSWORD in its environment (never in its argv)."""
+        sample = run_measured(['bash', '-c', 'set -euo pipefail; ' + script],
+                              env=dict(self.env, PGPASSWORD=self.password))
+        if sample['rc'] != 0:
+            raise SystemExit('shell pipeline failed (%s): %s\n%s' % (sample['rc'], script, sample['stderr']))
+        return sample
+
+    def bench_dump(self, info, big=False):
         db_bytes = info['database_bytes']
         label = info['label']
         last = {}
@@ -272,6 +297,7 @@ class AuthentikBench(Bench):
                 sample['dump_bytes'] = database['dump_bytes']
                 sample['payload_bytes'] = database['size']
                 sample['server_version'] = database.get('server_version')
+                sample['stages'] = database.get('stage_seconds')
                 if not keep:
                     self.drop_set(set_dir)
                     return sample
@@ -281,10 +307,11 @@ class AuthentikBench(Bench):
                 return sample
             return run
 
-        def shell_run(script_for, keep=None):
+        def shell_run(script_for, keep=None, password=False):
             def run():
                 out = self.fresh('shell')
-                sample = self.shell(script_for(shlex.quote(out)))
+                script = script_for(shlex.quote(out))
+                sample = self.shell_with_password(script) if password else self.shell(script)
                 if keep:
                     if last.get(keep):
                         remove(last[keep])
@@ -318,23 +345,36 @@ class AuthentikBench(Bench):
             {'name': 'gzip', 'kind': 'shell',
              'run': shell_run(lambda o: '%s %s | gzip > %s' % (exec_pg, dump_plain, o), keep='gzip'),
              'label': '`docker exec C pg_dump DB | gzip > FILE` (classic)'},
+            {'name': 'module-tcp', 'kind': 'module', 'run': module_run(keep=False, tcp=True),
+             'label': '`authentik_dump` (TCP mode: host, port, password; custom format, zstd -%d, age)' % ZSTD_LEVEL},
+            {'name': 'bare-tcp', 'kind': 'shell',
+             'run': shell_run(lambda o: 'pg_dump -h %s -p %d --format=custom --compress=0 --username=%s --dbname=%s '
+                              '> /dev/null' % (shlex.quote(self.db_host), PG_PORT, DB_USER, DB_NAME), password=True),
+             'label': '`pg_dump -h H -p P -Fc -Z0 DB > /dev/null` (bare, on the host over TCP, PGPASSWORD in '
+                      'the environment)'},
         ]
-        samples = self.alternate('Dump of the %s database' % label, variants)
+        if big:
+            variants = [v for v in variants if v['name'] in BIG_VARIANTS]
+        samples = self.alternate('Dump of the %s database' % label, variants, repeat=1 if big else None)
         module_runs = samples['module']
         dump_bytes = int(statistics.median(s['dump_bytes'] for s in module_runs))
         rows = []
         for variant in variants:
             custom = variant['name'] != 'gzip'
             rows.append(self.row(variant, samples[variant['name']], db_bytes, dump_bytes if custom else None))
-        gzip_file = last['gzip']
-        # untimed: the size of the plain SQL that went through gzip
-        plain_bytes = int(subprocess.run('gunzip -c %s | wc -c' % shlex.quote(gzip_file), shell=True, check=True,
-                                         stdout=subprocess.PIPE).stdout.decode().strip())
-        module_row = rows[0]
+        gzip_file = last.get('gzip')
+        plain_bytes = None
+        if gzip_file:
+            # untimed: the size of the plain SQL that went through gzip
+            plain_bytes = int(subprocess.run('gunzip -c %s | wc -c' % shlex.quote(gzip_file), shell=True, check=True,
+                                             stdout=subprocess.PIPE).stdout.decode().strip())
+        by_name = dict((row['name'], row) for row in rows)
         for row in rows:
             if row['name'] == 'gzip':
                 row['dump_mib_per_s'] = round(plain_bytes / float(MiB) / row['median_seconds'], 1)
-            # speed of the module relative to this row (same database): this time / module time
+            # speed of the module relative to this row (same database): this time / module time; the TCP
+            # rows are compared with the module in TCP mode
+            module_row = by_name['module-tcp' if row['name'].endswith('-tcp') else 'module']
             row['module_speed_vs_this'] = round(row['median_seconds'] / module_row['median_seconds'], 2)
         self.module(MODULE_SET, {'path': last['set'], 'state': 'finalized'}, 'set-final')
         self.settle()
@@ -343,8 +383,9 @@ class AuthentikBench(Bench):
             'dump_bytes': dump_bytes,
             'payload_bytes': module_runs[-1]['payload_bytes'],
             'plain_bytes': plain_bytes,
-            'gzip_bytes': os.path.getsize(gzip_file),
+            'gzip_bytes': os.path.getsize(gzip_file) if gzip_file else None,
             'server_version': module_runs[-1]['server_version'],
+            'repeat': 1 if big else self.options.repeat,
         }, last['set'], gzip_file
 
     def restore_args(self, set_dir, safety_root=None):
@@ -422,10 +463,15 @@ class AuthentikBench(Bench):
         info['size_option'] = size_label(size)
         log('untimed warm-up dump')
         self.warm_dump()
-        dump, set_dir, gzip_file = self.bench_dump(info)
-        restore = self.bench_restore(info, set_dir, gzip_file)
+        big = size >= BIG_SIZE
+        dump, set_dir, gzip_file = self.bench_dump(info, big=big)
+        # from BIG_SIZE on the restore (and the `pg_dump | gzip` file it is compared with) would take the
+        # script well past its time budget: it is measured up to the largest size below
+        restore = {'rows': [], 'skipped': 'not measured from %s on' % human_bytes(BIG_SIZE)} if big else \
+            self.bench_restore(info, set_dir, gzip_file)
         self.drop_set(set_dir)
-        remove(gzip_file)
+        if gzip_file:
+            remove(gzip_file)
         result = {key: info[key] for key in ('label', 'size_option', 'pad_bytes', 'database_bytes', 'tables',
                                              'rows', 'load_seconds')}
         result.update({'dump': dump, 'restore': restore})
@@ -466,8 +512,11 @@ def verdicts(sizes):
     """The goals, judged on the largest database measured (and flatness between the smallest and it)."""
     largest = max(sizes, key=lambda s: s['database_bytes'])
     smallest = min(sizes, key=lambda s: s['database_bytes'])
-    dump = dict((r['name'], r) for r in largest['dump']['rows'])
-    restore = dict((r['name'], r) for r in largest['restore']['rows'])
+    # the rows measured only below BIG_SIZE (streamed, gzip, restore) are judged on the largest size that has them
+    full = max([s for s in sizes if (s.get('restore') or {}).get('rows')] or [largest], key=lambda s: s['database_bytes'])
+    dump = dict((r['name'], r) for r in full['dump']['rows'])
+    dump.update((r['name'], r) for r in largest['dump']['rows'])
+    restore = dict((r['name'], r) for r in full['restore']['rows'])
     at = largest['label']
     goal_size = largest['database_bytes'] >= GOAL_SIZE
     out = [
@@ -476,21 +525,28 @@ def verdicts(sizes):
          'shown': '%.2fx' % dump['bare']['module_speed_vs_this'],
          'ok': dump['bare']['module_speed_vs_this'] >= GOAL_VS_BARE},
         {'key': 'dump_vs_streamed', 'goal': 'dump throughput >= %.1fx bare `pg_dump > /dev/null` streamed out of '
-         'the container through `docker exec`' % GOAL_VS_BARE, 'size': at,
+         'the container through `docker exec`' % GOAL_VS_BARE, 'size': full['label'],
          'value': dump['streamed']['module_speed_vs_this'], 'shown': '%.2fx' % dump['streamed']['module_speed_vs_this'],
          'ok': dump['streamed']['module_speed_vs_this'] >= GOAL_VS_BARE},
-        {'key': 'dump_vs_gzip', 'goal': 'dump >= %.1fx as fast as `pg_dump | gzip`' % GOAL_VS_GZIP, 'size': at,
+        {'key': 'dump_vs_gzip', 'goal': 'dump >= %.1fx as fast as `pg_dump | gzip`' % GOAL_VS_GZIP, 'size': full['label'],
          'value': dump['gzip']['module_speed_vs_this'], 'shown': '%.2fx' % dump['gzip']['module_speed_vs_this'],
          'ok': dump['gzip']['module_speed_vs_this'] >= GOAL_VS_GZIP},
-        {'key': 'restore_vs_psql', 'goal': 'restore time <= %.1fx of `gunzip | psql`' % GOAL_RESTORE, 'size': at,
+        {'key': 'restore_vs_psql', 'goal': 'restore time <= %.1fx of `gunzip | psql`' % GOAL_RESTORE,
+         'size': full['label'],
          'value': restore['gunzip-psql']['module_time_vs_this'],
          'shown': '%.2fx' % restore['gunzip-psql']['module_time_vs_this'],
          'ok': restore['gunzip-psql']['module_time_vs_this'] <= GOAL_RESTORE},
     ]
+    if 'bare-tcp' in dump:
+        value = dump['bare-tcp']['module_speed_vs_this']
+        out.append({'key': 'dump_vs_bare_tcp', 'goal': 'dump throughput in TCP mode >= %.1fx bare `pg_dump -h H -p P '
+                    '> /dev/null` on the host' % GOAL_VS_BARE, 'size': at, 'value': value, 'shown': '%.2fx' % value,
+                    'ok': value >= GOAL_VS_BARE})
+    out.append(linear_verdict(sizes))
     peaks = []
     for entry in sizes:
         rows = [r for r in entry['dump']['rows'] if r['kind'] == 'module']
-        rows += [r for r in entry['restore']['rows'] if r['kind'] == 'module']
+        rows += [r for r in (entry.get('restore') or {}).get('rows', []) if r['kind'] == 'module']
         peaks.append({'label': entry['label'], 'python': max(r['root_rss_mib'] for r in rows),
                       'child': max(r['child_rss_mib'] for r in rows),
                       'child_name': max(rows, key=lambda r: r['child_rss_mib'])['child_name']})
@@ -513,15 +569,40 @@ def verdicts(sizes):
         out.append({'key': 'rss_flat', 'goal': 'peak RSS flat between sizes', 'size': largest['label'],
                     'value': None, 'shown': 'not measured (one size only)', 'ok': None})
     for item in out:
-        item['goal_size'] = goal_size
+        item.setdefault('goal_size', goal_size)
     return out
+
+
+def seconds_per_gib(entry, name='module'):
+    rows = [r for r in entry['dump']['rows'] if r['name'] == name]
+    return rows[0]['median_seconds'] / (entry['database_bytes'] / float(GiB)) if rows else None
+
+
+def linear_verdict(sizes):
+    """The module's dump time per GiB at the largest size against that at the size nearest 1 GiB."""
+    largest = max(sizes, key=lambda s: s['database_bytes'])
+    others = [s for s in sizes if s is not largest]
+    item = {'key': 'dump_linear', 'goal': 'module dump time per GiB at the largest size within %d%% of that at 1 GiB '
+            '(container mode)' % round(LINEAR_TOLERANCE * 100), 'value': None, 'ok': None, 'goal_size': True}
+    if largest['database_bytes'] < BIG_SIZE or not others:
+        item.update({'size': largest['label'], 'shown': 'not measured (no size of %s or more)' % human_bytes(BIG_SIZE)})
+        return item
+    base = min(others, key=lambda s: abs(s['database_bytes'] - GiB))
+    low, high = seconds_per_gib(base), seconds_per_gib(largest)
+    item.update({'size': '%s -> %s' % (base['label'], largest['label']), 'value': round(high / low, 2),
+                 'shown': '%.2f -> %.2f s/GiB (%+.0f%%)' % (low, high, (high / low - 1) * 100),
+                 'ok': linear(low, high)})
+    tcp_low, tcp_high = seconds_per_gib(base, 'module-tcp'), seconds_per_gib(largest, 'module-tcp')
+    if tcp_low and tcp_high:
+        item['shown'] += '; TCP mode %.2f -> %.2f s/GiB (%+.0f%%)' % (tcp_low, tcp_high, (tcp_high / tcp_low - 1) * 100)
+    return item
 
 
 def verdict_text(item):
     if item['ok'] is None:
         return 'not judged'
     text = pass_miss(item['ok'])
-    if not item['goal_size'] and item['key'] != 'rss_flat':
+    if not item['goal_size'] and item['key'] not in ('rss_flat', 'dump_linear'):
         text += ' (below the goal size of %s)' % human_bytes(GOAL_SIZE)
     return text
 
@@ -567,7 +648,10 @@ def render_markdown(results):
     add('- **Dump throughput**: `authentik_dump` at least %.1fx the throughput of a bare `pg_dump > /dev/null`, '
         'and at least %.1fx as fast as the classic `pg_dump | gzip`.' % (GOAL_VS_BARE, GOAL_VS_GZIP))
     add('- **Memory**: the peak RSS of the module\'s Python process and of its largest child at most %d MiB, '
-        'flat between a database of about 100 MB and one of 1 GB.' % GOAL_RSS_MIB)
+        'flat from a database of about 100 MB to the largest one measured (4 GB by default).' % GOAL_RSS_MIB)
+    add('- **Dump over TCP**: `authentik_dump` in TCP mode at least %.1fx the throughput of the host\'s bare '
+        '`pg_dump -h H -p P > /dev/null`; the time per GiB linear (within %d%%) from 1 GB to the largest size.'
+        % (GOAL_VS_BARE, round(LINEAR_TOLERANCE * 100)))
     add('- **Restore**: `authentik_restore` takes at most %.1fx the time of `gunzip | psql` of the same data.'
         % GOAL_RESTORE)
     add('')
@@ -587,19 +671,33 @@ def render_markdown(results):
     add('| Database | Dump: module s | bare inside s | bare streamed s | `pg_dump \\| gzip` s | module vs bare inside | '
         'module vs streamed | module vs gzip | Restore: module s | `gunzip \\| psql` s | module/psql time |')
     add('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|')
+
+    def secs(rows, name, key='median_seconds', fmt='%.2f'):
+        return fmt % rows[name][key] if name in rows else '-'
+
     for entry in sizes:
         dump = dict((r['name'], r) for r in entry['dump']['rows'])
-        restore = dict((r['name'], r) for r in entry['restore']['rows'])
-        add('| %s | %.2f | %.2f | %.2f | %.2f | %.2fx | %.2fx | %.2fx | %.2f | %.2f | %.2fx |' % (
-            entry['label'], dump['module']['median_seconds'], dump['bare']['median_seconds'],
-            dump['streamed']['median_seconds'], dump['gzip']['median_seconds'],
-            dump['bare']['module_speed_vs_this'], dump['streamed']['module_speed_vs_this'],
-            dump['gzip']['module_speed_vs_this'], restore['module']['median_seconds'],
-            restore['gunzip-psql']['median_seconds'], restore['gunzip-psql']['module_time_vs_this']))
+        restore = dict((r['name'], r) for r in (entry.get('restore') or {}).get('rows', []))
+        add('| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |' % (
+            entry['label'], secs(dump, 'module'), secs(dump, 'bare'), secs(dump, 'streamed'), secs(dump, 'gzip'),
+            secs(dump, 'bare', 'module_speed_vs_this', '%.2fx'), secs(dump, 'streamed', 'module_speed_vs_this', '%.2fx'),
+            secs(dump, 'gzip', 'module_speed_vs_this', '%.2fx'), secs(restore, 'module'), secs(restore, 'gunzip-psql'),
+            secs(restore, 'gunzip-psql', 'module_time_vs_this', '%.2fx')))
     add('')
     add('"module vs X" is the module\'s speed relative to X (X\'s median time / the module\'s); "module/psql '
-        'time" is the module\'s median restore time / that of `gunzip | psql` (lower is better).')
+        'time" is the module\'s median restore time / that of `gunzip | psql` (lower is better); "-": not measured '
+        'at that size (see Method).')
     add('')
+    tcp = [e for e in sizes if any(r['name'] == 'bare-tcp' for r in e['dump']['rows'])]
+    if tcp:
+        add('| Database | TCP: module s | bare `pg_dump -h` s | module vs bare over TCP | container mode: module s |')
+        add('|---|---:|---:|---:|---:|')
+        for entry in tcp:
+            dump = dict((r['name'], r) for r in entry['dump']['rows'])
+            add('| %s | %.2f | %.2f | %.2fx | %.2f |' % (
+                entry['label'], dump['module-tcp']['median_seconds'], dump['bare-tcp']['median_seconds'],
+                dump['bare-tcp']['module_speed_vs_this'], dump['module']['median_seconds']))
+        add('')
     add('### Method')
     add('')
     add('- **Database.** A PostgreSQL container started for the benchmark from the local image `%s` (data '
@@ -614,16 +712,19 @@ def render_markdown(results):
         'the database container, started through the Docker engine API; how the dump leaves the container is '
         'said under the summary). '
         '`authentik_dump` writes a custom-format dump (`pg_dump --format=custom --compress=0`), compressed with '
-        'zstd -%d and encrypted with age to a fresh X25519 key, into a fresh backup set each run; its time '
+        'zstd -%d (its default: `compression_level` is left unset) and encrypted with age to a fresh X25519 key, into a fresh backup set each run; its time '
         'includes interpreter start-up, the server and Authentik facts, the exact row counts of every table in '
-        'the dump\'s snapshot, the `pg_restore --list` check of the stream, the SHA-256, fsync and metadata.'
-        % ZSTD_LEVEL)
+        'the dump\'s snapshot, the `pg_restore --list` check of the stream, the SHA-256, fsync and metadata. '
+        'The same module also runs in TCP mode (`host`: the container\'s address, `port: %d`, `password`), with '
+        'the host\'s pg_dump and pg_restore; its reference is the host\'s bare `pg_dump -h H -p %d -Fc -Z0 DB > '
+        '/dev/null` with `PGPASSWORD` in its environment ("module vs this" of the TCP rows compares them with the '
+        'module in TCP mode).' % (options.get('zstd_level', ZSTD_LEVEL), PG_PORT, PG_PORT))
     add('- **Restore runs.** `authentik_restore` restores the last set of the dump measurement into the same '
         'container with `app_containers: []`, `restore_files: false`, `target_version: %s` (the fixture\'s), '
         '`health_url: \'\'` and **`safety_backup: false`**: no app container to stop, no files, no health '
         'check, no safety dump. Its time includes the full verification of the set (checksums and a decrypt '
-        'test of every payload), dropping and recreating the database, writing the decrypted dump into the '
-        'container, `pg_restore --jobs=2` and the comparison of every table\'s row count. One more run with '
+        'test of every payload) with the decrypted dump written into the container at the same time (step '
+        '`verify`), dropping and recreating the database, `pg_restore --jobs=2` and the comparison of every table\'s row count. One more run with '
         '`safety_backup: true` (a full dump of the target into a safety set first) is reported on its own. '
         'The reference, `gunzip -c FILE | docker exec -i C psql -q -v ON_ERROR_STOP=1 -d DB`, restores the '
         'plain dump written by the `pg_dump | gzip` runs into a database dropped and created just before '
@@ -634,6 +735,12 @@ def render_markdown(results):
     add('- **Order and repetition.** Module and shell runs alternate (the order reverses every round); each '
         'runs %d time(s) and the median is reported; every run is listed. An untimed module dump runs first on '
         'each database. After every run, `sync` (untimed) flushes dirty pages.' % options['repeat'])
+    add('- **Large databases.** From %s on, each variant runs once, and only the module rows (container and TCP '
+        'mode) and the two bare references (`pg_dump > /dev/null` inside the container and over TCP) run: growing '
+        'the fixture costs about 40 s per GB, and the restore with the `pg_dump | gzip` file it is compared with '
+        'would take the whole benchmark past about 20 minutes, so the restore, streamed and gzip rows are judged at '
+        'the largest size below. "Linear" compares the module\'s median dump time per GiB at the largest size with '
+        'that at the size nearest 1 GiB (within %d%%).' % (human_bytes(BIG_SIZE), round(LINEAR_TOLERANCE * 100)))
     add('- **Throughput** is `pg_database_size` divided by the median wall time ("DB MiB/s"), and the bytes '
         'pg_dump produced divided by it ("dump MiB/s": the custom-format size the module reports, the same '
         'for every custom-format row; the plain SQL size for `pg_dump | gzip`).')
@@ -671,9 +778,10 @@ def render_markdown(results):
         add('')
         add('%d tables, %d rows; pg_dump custom format %s, plain SQL %s; module payload (zstd -%d + age) %s, '
             '`pg_dump | gzip` file %s. Loading the fixture took %.0f s.' % (
-                entry['tables'], entry['rows'], human_bytes(dump['dump_bytes']), human_bytes(dump['plain_bytes']),
-                ZSTD_LEVEL, human_bytes(dump['payload_bytes']), human_bytes(dump['gzip_bytes']),
-                entry['load_seconds']))
+                entry['tables'], entry['rows'], human_bytes(dump['dump_bytes']),
+                human_bytes(dump['plain_bytes']) if dump.get('plain_bytes') else '-',
+                options.get('zstd_level', ZSTD_LEVEL), human_bytes(dump['payload_bytes']),
+                human_bytes(dump['gzip_bytes']) if dump.get('gzip_bytes') else '-', entry['load_seconds']))
         add('')
         add('| Command | Median s | DB MiB/s | dump MiB/s | Module speed vs this | Python peak RSS | '
             'Largest child peak RSS | Runs (s) |')
@@ -685,12 +793,14 @@ def render_markdown(results):
             add('| %s | %.2f | %.1f | %s | %s | %s | %s | %s |' % (
                 cell(row['label']), row['median_seconds'], row['db_mib_per_s'],
                 '%.1f' % row['dump_mib_per_s'] if row['dump_mib_per_s'] else '-',
-                '-' if row['name'] == 'module' else '%.2fx' % row['module_speed_vs_this'],
+                '-' if row['name'] in ('module', 'module-tcp') else '%.2fx' % row['module_speed_vs_this'],
                 '%.1f MiB' % row['root_rss_mib'] if row['kind'] == 'module' else '-',
                 child_cell(row), seconds_list(row['runs_seconds']) + extra))
         add('')
         add(where_time_goes_dump(dump))
-        restore = entry['restore']
+        restore = entry.get('restore')
+        if not (restore or {}).get('rows'):
+            continue
         add('')
         add('#### Restore, database of %s' % entry['label'])
         add('')
@@ -718,18 +828,41 @@ def where_time_goes_dump(dump):
     rows = dict((r['name'], r) for r in dump['rows'])
     module = rows['module']
     parts = []
-    transport = rows['streamed']['median_seconds'] - rows['bare']['median_seconds']
-    parts.append('Streaming pg_dump\'s output out of the container through `docker exec` took %.2f s more than '
-                 'the bare dump inside it (%.2f s against %.2f s).' % (
-                     transport, rows['streamed']['median_seconds'], rows['bare']['median_seconds']))
-    if module.get('module_reported_seconds') is not None:
-        parts.append('Of the module\'s %.2f s, the dump itself (snapshot, pg_dump through zstd and age into the '
-                     'set, row counts, `pg_restore --list`) took %.2f s; the rest is start-up, the set\'s '
-                     'bookkeeping and the facts.' % (module['median_seconds'], module['module_reported_seconds']))
-    tools = rows['stream-zstd-age']
-    parts.append('The module\'s tools in shell (`docker exec C pg_dump | zstd | age`) took %.2f s (module speed '
-                 '%.2fx of it).' % (tools['median_seconds'], tools['module_speed_vs_this']))
+    if 'streamed' in rows:
+        transport = rows['streamed']['median_seconds'] - rows['bare']['median_seconds']
+        parts.append('Streaming pg_dump\'s output out of the container through `docker exec` took %.2f s more than '
+                     'the bare dump inside it (%.2f s against %.2f s).' % (
+                         transport, rows['streamed']['median_seconds'], rows['bare']['median_seconds']))
+    for name, mode in (('module', 'container mode'), ('module-tcp', 'TCP mode')):
+        row = rows.get(name)
+        if not row or row.get('module_reported_seconds') is None:
+            continue
+        text = ('In %s, of the module\'s %.2f s the dump itself (snapshot, pg_dump through zstd and age into the '
+                'set, row counts, `pg_restore --list`) took %.2f s; the rest is start-up, the set\'s bookkeeping and '
+                'the facts.' % (mode, row['median_seconds'], row['module_reported_seconds']))
+        if row.get('stage_median_seconds'):
+            text += ' Stages of that dump as the module reports them (medians, s): %s.' % stages_text(
+                row['stage_median_seconds'])
+        parts.append(text)
+    tools = rows.get('stream-zstd-age')
+    if tools:
+        parts.append('The module\'s tools in shell (`docker exec C pg_dump | zstd | age`) took %.2f s (module speed '
+                     '%.2fx of it).' % (tools['median_seconds'], tools['module_speed_vs_this']))
     return ' '.join(parts)
+
+
+STAGE_TEXT = (
+    ('snapshot_facts', 'snapshot and facts'),
+    ('pg_dump', 'pg_dump to its end (row counts, zstd and age alongside)'),
+    ('list_check_wait', 'then waiting for `pg_restore --list`'),
+    ('drain_fsync', 'then zstd/age tail, fsync and rename'),
+    ('counts_wait', 'then waiting for the row counts'),
+    ('counts_wall', 'row count query from start to answer (overlaps pg_dump)'),
+)
+
+
+def stages_text(stages):
+    return ', '.join('%s %.2f' % (text, stages[name]) for name, text in STAGE_TEXT if name in stages)
 
 
 def where_time_goes_restore(restore):
@@ -750,8 +883,9 @@ def where_time_goes_restore(restore):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n', maxsplit=1)[0])
-    parser.add_argument('--sizes', default='100M,1G',
-                        help='comma-separated database sizes (pg_database_size; default: 100M,1G)')
+    parser.add_argument('--sizes', default='100M,1G,4G',
+                        help='comma-separated database sizes (pg_database_size; default: 100M,1G,4G); from 2G on '
+                             'one run each, module and bare pg_dump rows only, no restore')
     parser.add_argument('--repeat', type=int, default=3, help='runs per variant; the median is kept (default: 3)')
     parser.add_argument('--quick', action='store_true', help='short check: only 100M, one run per variant')
     parser.add_argument('--keep', action='store_true',
@@ -798,7 +932,8 @@ def main(argv=None):
                     'zstd_level': ZSTD_LEVEL, 'container_user': CONTAINER_USER},
         'goals': {'dump_vs_bare': GOAL_VS_BARE, 'dump_vs_gzip': GOAL_VS_GZIP, 'restore_time': GOAL_RESTORE,
                   'rss_mib': GOAL_RSS_MIB, 'flat_percent': FLAT_PERCENT, 'flat_mib': FLAT_MIB,
-                  'goal_size_bytes': GOAL_SIZE},
+                  'goal_size_bytes': GOAL_SIZE, 'dump_vs_bare_tcp': GOAL_VS_BARE,
+                  'dump_linear_percent': round(LINEAR_TOLERANCE * 100), 'big_size_bytes': BIG_SIZE},
         'sizes': bench.results,
         'verdicts': verdicts(bench.results),
     }

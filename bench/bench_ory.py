@@ -54,7 +54,7 @@ import ory_support  # noqa: E402  pylint: disable=wrong-import-position
 COLLECTIONS = os.path.join(REPO, '.build', 'collections')
 RESULTS = os.path.join(REPO, 'bench', 'results', 'ory.json')
 MODULE = 'ansible_collections.idp.recovery.plugins.modules.%s'
-GOAL_RATIO = 1.2
+GOAL_RATIO = 1.10
 GOAL_RSS_MIB = 128
 TIER = 'Production'
 
@@ -129,6 +129,24 @@ def limit_minimum(stats, thresholds):
     return total, detail
 
 
+# Buckets a module writes side by side: per module, lanes that run concurrently, each lane a sequence of buckets in
+# dependency order. ory_import sends the relation tuples (Keto) while the identities (Kratos) are written and the
+# OAuth2 clients and JWK sets (Hydra) follow the identities; every other bucket comes one after the other.
+CONCURRENT = {
+    'ory_import': (('kratos-admin-low', 'hydra-admin-low'), ('keto-admin-low',)),
+}
+
+
+def critical_minimum(detail, name):
+    """The limit-bound minimum along the critical path: the buckets of ``detail`` summed, except that the concurrent
+    lanes of the module count as the longest of them (each lane its buckets' minimums summed)."""
+    lanes = CONCURRENT.get(name, ())
+    inside = set(b for lane in lanes for b in lane)
+    serial = sum(d['minimum_seconds'] for b, d in detail.items() if b not in inside)
+    longest = max([sum(detail[b]['minimum_seconds'] for b in lane if b in detail) for lane in lanes] or [0.0])
+    return serial + longest
+
+
 def failures(stats):
     failed = sum(n for code, n in stats['status'].items() if code.isdigit() and int(code) >= 400 and int(code) != 429)
     return failed, stats['status'].get('429', 0)
@@ -154,6 +172,7 @@ def measure_module(label, name, args, standin, workdir, env, thresholds):
     if result.get('failed') or sample['rc'] != 0:
         raise SystemExit('%s failed: %s' % (name, result.get('msg') or sample['stderr']))
     minimum, detail = limit_minimum(stats, thresholds)
+    critical = critical_minimum(detail, name)
     failed, limited = failures(stats)
     # even a client that costs nothing waits for the limits and for the stand-in's own work, bucket by bucket
     served = sum(max(d['minimum_seconds'], d['standin_busy_seconds']) for d in detail.values())
@@ -162,6 +181,8 @@ def measure_module(label, name, args, standin, workdir, env, thresholds):
         'seconds': round(sample['seconds'], 2),
         'minimum_seconds': round(minimum, 2),
         'ratio': round(sample['seconds'] / minimum, 2) if minimum else None,
+        'critical_minimum_seconds': round(critical, 2),
+        'critical_ratio': round(sample['seconds'] / critical, 2) if critical else None,
         'standin_bound_seconds': round(served, 2),
         'standin_bound_ratio': round(sample['seconds'] / served, 2) if served else None,
         'requests': stats['requests'],
@@ -175,8 +196,9 @@ def measure_module(label, name, args, standin, workdir, env, thresholds):
         'client_stats': (result.get('ory') or {}).get('requests') or result.get('requests'),
         'phases_seconds': result.get('phases_seconds'),
     }
-    log('  %.1f s (limit-bound minimum %.1f s, %.2fx), %d requests, %d failed, %d rate limited, rss %.1f MiB'
-        % (sample['seconds'], minimum, row['ratio'] or 0, stats['requests'], failed, limited, row['python_rss_mib']))
+    log('  %.1f s (limit-bound minimum %.1f s, %.2fx; critical path %.1f s, %.2fx), %d requests, %d failed, '
+        '%d rate limited, rss %.1f MiB' % (sample['seconds'], minimum, row['ratio'] or 0, critical, row['critical_ratio'] or 0,
+                                           stats['requests'], failed, limited, row['python_rss_mib']))
     return row, result
 
 
@@ -213,22 +235,29 @@ def markdown(data):
              % (data['date'], data['identities'], ' (`--quick`)' if data['quick'] else ''), '',
              '### Goals', '',
              '- **Rate limits, not the collection, set the pace**: export and import of %d identities against the Ory '
-             'stand-in with the %s-tier limits take at most %.1fx the limit-bound minimum, with zero failed '
+             'stand-in with the %s-tier limits take at most %.2fx the limit-bound minimum, with zero failed '
              'requests.' % (data['identities'], TIER, GOAL_RATIO),
              '- **Memory**: the module\'s Python process stays under %d MiB peak RSS (pages stream into `zstd | age`).'
              % GOAL_RSS_MIB, '',
              '### Summary', '',
-             '| Run | Wall time | Limit-bound minimum | Ratio | Ratio goal | Stand-in-bound minimum | Ratio to it '
+             '| Run | Wall time | Limit-bound minimum | Ratio | Ratio goal | Critical-path minimum | Ratio to it '
+             '| Stand-in-bound minimum | Ratio to it '
              '| Requests | Failed | 429 | Python peak RSS | Largest child | Memory goal |',
-             '|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---|']
+             '|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|']
     for row in data['module']:
-        lines.append('| %s | %.1f s | %.1f s | %.2fx | %s | %.1f s | %.2fx | %d | %d | %d | %.1f MiB | %.1f MiB (%s) | %s |' % (
+        critical = row.get('critical_minimum_seconds', row['minimum_seconds'])
+        lines.append('| %s | %.1f s | %.1f s | %.2fx | %s | %.1f s | %.2fx | %.1f s | %.2fx | %d | %d | %d | %.1f MiB '
+                     '| %.1f MiB (%s) | %s |' % (
             row['label'], row['seconds'], row['minimum_seconds'], row['ratio'],
             'PASS' if row['ratio'] <= GOAL_RATIO and row['failed_requests'] == 0 else 'MISS',
+            critical, row.get('critical_ratio') or (row['seconds'] / critical if critical else 0),
             row['standin_bound_seconds'], row['standin_bound_ratio'], row['requests'],
             row['failed_requests'], row['rate_limited_requests'], row['python_rss_mib'], row['child_rss_mib'],
             row['child_name'] or '-', 'PASS' if row['python_rss_mib'] <= GOAL_RSS_MIB else 'MISS'))
-    lines += ['', 'The stand-in-bound minimum is, per bucket, the larger of the limit-bound minimum and the time the '
+    lines += ['', 'The verdict is against the summed limit-bound minimum, as the goal defines it. The critical-path '
+              'minimum is the tighter lower bound of a module that writes buckets side by side (see Method); it is '
+              'shown for information.', '',
+              'The stand-in-bound minimum is, per bucket, the larger of the limit-bound minimum and the time the '
               'stand-in itself spent answering, summed: no client can be faster than either.', '',
               '### Against the plain shell pipeline', '',
               '| Job | Module | Shell | Module/shell time | Shell limit-bound minimum | Shell ratio |', '|---|---:|---:|---:|---:|---:|']
@@ -254,16 +283,25 @@ def markdown(data):
               '- The stand-in (`tests/ory_standin/server.py`) limits each bucket of Ory\'s published table '
               '(`x-ory-ratelimit-bucket` of the spec, thresholds of the %s tier, prod) with fixed one-second and '
               'one-minute windows aligned to the clock, and answers `x-ratelimit-remaining` / `x-ratelimit-reset` '
-              '(whole seconds). The client waits for the reset when nothing remains, so it rarely meets a 429. '
-              'Because the reset is given in whole seconds, the wait after a spent one-second (burst) window lasts a '
-              'whole second although the window often ends sooner: where the burst limit binds (identity batches and '
-              'tuple writes at 8 a second) this is most of the time above the minimum.' % TIER,
+              '(whole seconds) and `x-ratelimit-limit` as Ory documents it (`8, 8;w=1, 175;w=60`). When nothing remains '
+              'in a one-second (burst) window, the client waits until one second after the answer to the window\'s '
+              'first request (the window began before that request arrived), not for the whole seconds of the reset; '
+              'a spent one-minute window waits for the reset. The import sends the relation tuples (Keto bucket) while '
+              'the identities are written (Kratos bucket), each tuple once the identities it names have their new '
+              'IDs, and writes OAuth2 clients and JWK sets (Hydra buckets) after the identities; those phases overlap '
+              'and the summed minimum counts them apart.' % TIER,
               '- %s' % ('Each run starts 1 s after a whole minute, so that module and shell meet the one-minute windows '
                         'in the same phase.' if data['aligned'] else 'Runs start whenever the previous one ended '
                         '(not aligned to the minute windows): the minimum differs from run to run.'),
               '- The limit-bound minimum replays, per bucket, the number of requests the run made in it through the '
               'same limiter with zero time per request, from the time of the bucket\'s first request, and sums the '
               'buckets (the phases run one after the other).',
+              '- The critical-path minimum replays each bucket the same way, but of the buckets a module writes side '
+              'by side it counts only the longest lane along the dependency order (ory_import: Kratos identity '
+              'writes then Hydra clients and keys, against the Keto tuple writes) and sums the rest. It is a lower '
+              'bound that ignores that the last tuples wait for the last identity batch. The verdict stays against '
+              'the summed minimum, which the goal names and which is the larger (the easier) bound: a run that '
+              'passes against the critical path passes against it too, not the other way round.',
               '- Password hashes are drawn from a pool of %d distinct bcrypt (cost 4) and argon2id hashes: hashing '
               'speed is not measured here.' % data['hash_pool'],
               '- Peak RSS is `VmHWM` of `/proc/<pid>/status`, polled every 50 ms for the module process and its '

@@ -12,11 +12,26 @@ order in which they first appeared; a new one is appended.
 
 from __future__ import annotations
 
+import argparse
+import datetime
+import json
 import os
 import re
+import subprocess
+import sys
+import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOC_PATH = os.path.join(REPO, 'docs', 'performance.md')
+PERF_JSON_PATH = os.path.join(REPO, 'docs', 'performance.json')
+RESULTS_DIR = os.path.join(REPO, 'bench', 'results')
+LOADS_PATH = os.path.join(RESULTS_DIR, 'loads.json')
+SUMMARY_KEY = 'summary'
+
+FLAT_PERCENT = 10   # "flat": the larger input's peak is at most this much above the smaller one's ...
+FLAT_MIB = 8        # ... or this many MiB above it, whichever is larger
+LINEAR_TOLERANCE = 0.10   # "linear": the time per GiB at the largest size within 10% of that at 1 GiB
+GOAL_RSS_MIB = 128
 
 HEADER = """# Performance
 
@@ -27,8 +42,11 @@ machine: ratios, not absolute speeds, are what carries over to other machines.
 """
 
 
-def update_section(key, markdown, path=DOC_PATH):
-    """Replace (or append) the section KEY of the performance document with markdown."""
+def update_section(key, markdown, path=DOC_PATH, first=False):
+    """Replace (or append) the section KEY of the performance document with markdown.
+
+    A new section goes to the end, or with ``first`` right after the header, before every other section.
+    """
     begin = '<!-- bench:%s -->' % key
     end = '<!-- /bench:%s -->' % key
     block = '%s\n%s\n%s' % (begin, markdown.strip('\n'), end)
@@ -43,6 +61,9 @@ def update_section(key, markdown, path=DOC_PATH):
     pattern = re.compile(re.escape(begin) + r'.*?' + re.escape(end), re.S)
     if pattern.search(text):
         text = pattern.sub(lambda _match: block, text)
+    elif first:
+        at = text.index('<!-- bench:') if '<!-- bench:' in text else len(text)
+        text = text[:at].rstrip('\n') + '\n\n' + block + '\n\n' + text[at:].lstrip('\n')
     else:
         text = text.rstrip('\n') + '\n\n' + block + '\n'
     os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -50,3 +71,432 @@ def update_section(key, markdown, path=DOC_PATH):
     with open(tmp, 'w') as handle:
         handle.write(text if text.endswith('\n') else text + '\n')
     os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------------------------------
+# verdicts shared by the benchmark scripts
+
+def flat(small, large, percent=FLAT_PERCENT, mib=FLAT_MIB):
+    """Whether a peak (MiB) stayed flat from the smaller input to the larger one."""
+    return large <= small + max(small * percent / 100.0, mib)
+
+
+def linear(base_per_gib, top_per_gib, tolerance=LINEAR_TOLERANCE):
+    """Whether the time per GiB at the larger size stays within ``tolerance`` of that at the base size."""
+    if not base_per_gib or top_per_gib is None:
+        return None
+    return abs(top_per_gib / base_per_gib - 1.0) <= tolerance
+
+
+def pass_miss(ok):
+    if ok is None:
+        return 'not judged'
+    return 'PASS' if ok else 'MISS'
+
+
+def slug(heading):
+    """The anchor GitHub gives a Markdown heading."""
+    text = re.sub(r'[^\w\- ]', '', heading.strip().lower())
+    return text.replace(' ', '-')
+
+
+def section_anchors(text):
+    """{section key: anchor of its first ``## `` heading} of the performance document."""
+    anchors = {}
+    for match in re.finditer(r'<!-- bench:([\w-]+) -->\s*\n## ([^\n]+)', text):
+        anchors[match.group(1)] = '#' + slug(match.group(2))
+    return anchors
+
+
+# ---------------------------------------------------------------------------------------------
+# the summary: one row per goal, from the JSON results of every script
+
+# (key, path as the goal states it, goal text, section)
+ISSUE_ROWS = (
+    ('dump', '`authentik_dump` / bare `pg_dump > /dev/null` in the container, >= 1 GB', '>= 0.90x', 'authentik'),
+    ('dump_tcp', '`authentik_dump` over TCP / bare `pg_dump -h` to /dev/null', '>= 0.90x', 'authentik'),
+    ('encrypt', '`encrypted_archive` encrypt / `tar | zstd -3 | age` (+ sync)', '>= 0.95x', 'archive'),
+    ('extract', '`encrypted_archive` extract / `age -d | zstd -d | tar -x`', '>= 0.90x', 'archive'),
+    ('read_test', '`backup_set verified` read test / `age -d | zstd -d > /dev/null`', '>= 0.90x', 'archive'),
+    ('restore', '`authentik_restore` / `gunzip | psql` of the same data (time)', '<= 0.85x', 'authentik'),
+    ('ory_import', '`ory_import` 50k identities / rate-limit-bound minimum (time)', '<= 1.10x', 'ory'),
+    ('rss', 'peak RSS, every module and child, 100 MB -> 4 GB', '<= 128 MiB, flat', None),
+    ('archive_linear', '`encrypted_archive` / read test time, 100 MB -> 4 GB', 'linear (within 10% per GiB)', 'archive'),
+    ('dump_linear', '`authentik_dump` time, 100 MB -> 4 GB', 'linear (within 10% per GiB)', 'authentik'),
+)
+GOAL_DUMP = 0.90
+GOAL_RESTORE = 0.85
+GOAL_ORY_IMPORT = 1.10
+ORY_IDENTITIES = 50000
+
+SCRIPT_JSON = (('archive', 'latest.json'), ('authentik', 'authentik.json'), ('ory', 'ory.json'),
+               ('offsite', 'offsite.json'), ('pitr', 'pitr.json'))
+
+
+def load_results(results_dir=RESULTS_DIR):
+    """{script: its JSON results or None} for every benchmark script."""
+    results = {}
+    for key, name in SCRIPT_JSON:
+        try:
+            with open(os.path.join(results_dir, name)) as handle:
+                results[key] = json.load(handle)
+        except (OSError, ValueError):
+            results[key] = None
+    return results
+
+
+def _by_key(items, key):
+    for item in items or []:
+        if item.get('key') == key:
+            return item
+    return None
+
+
+def _verdict_item(items, word):
+    """The first verdict whose key contains ``word``."""
+    for item in items or []:
+        if word in item.get('key', ''):
+            return item
+    return None
+
+
+def _ratio_row(item, goal, at_most=False):
+    """measured text and verdict of an authentik-style verdict item judged against ``goal``."""
+    if item is None or item.get('value') is None:
+        return 'not measured', 'not measured'
+    value = item['value']
+    ok = value <= goal if at_most else value >= goal
+    text = '%.2fx at %s' % (value, item.get('size', '?'))
+    if item.get('goal_size') is False:
+        return text + ' (below 1 GB)', 'not judged'
+    return text, pass_miss(ok)
+
+
+def _largest(sizes):
+    return max(sizes or [], key=lambda s: s.get('database_bytes', 0), default=None)
+
+
+def _dump_tcp(authentik):
+    item = _verdict_item(authentik.get('verdicts'), 'tcp')
+    if item is not None:
+        return _ratio_row(item, GOAL_DUMP)
+    largest = _largest(authentik.get('sizes'))
+    rows = [r for r in (largest or {}).get('dump', {}).get('rows', []) if 'tcp' in r.get('name', '')]
+    modules = [r for r in rows if r.get('kind') == 'module']
+    bare = [r for r in rows if r.get('kind') == 'shell']
+    if not (modules and bare):
+        return 'not measured', 'not measured'
+    value = round(bare[0]['median_seconds'] / modules[0]['median_seconds'], 2)
+    return _ratio_row({'value': value, 'size': largest.get('label'),
+                       'goal_size': largest.get('database_bytes', 0) >= 1024 ** 3}, GOAL_DUMP)
+
+
+def _rss_row(results):
+    """Every peak RSS the scripts recorded, and their flatness verdicts."""
+    peaks = []      # (where, MiB)
+    flats = []      # (where, ok or None)
+    archive = results.get('archive')
+    if archive:
+        for m in archive.get('measurements', []):
+            for row in m['rows']:
+                if row['kind'] == 'module':
+                    peaks.append(('archive', max(row['root_rss_mib'], row['child_rss_mib'])))
+        item = _by_key(archive.get('verdicts'), 'rss_flat')
+        if item:
+            flats.append(('archive %s' % item.get('size', ''), item.get('ok')))
+    authentik = results.get('authentik')
+    if authentik:
+        item = _by_key(authentik.get('verdicts'), 'rss')
+        if item and item.get('value') is not None:
+            peaks.append(('dump/restore', item['value']))
+        item = _by_key(authentik.get('verdicts'), 'rss_flat')
+        if item:
+            flats.append(('dump %s' % item.get('size', ''), item.get('ok')))
+    ory = results.get('ory')
+    if ory:
+        for row in ory.get('module', []):
+            peaks.append(('ory', max(row.get('python_rss_mib') or 0, row.get('child_rss_mib') or 0)))
+    offsite = (results.get('offsite') or {}).get('summary')
+    if offsite:
+        peaks.append(('offsite', max(offsite.get('python_rss_mib') or 0, offsite.get('rclone_rss_mib') or 0)))
+    pitr = results.get('pitr')
+    if pitr:
+        for run in pitr.get('pitr', []):
+            peaks.append(('pitr', (run.get('module_rss_kib') or 0) / 1024.0))
+    if not peaks:
+        return 'not measured', 'not measured'
+    top = max(peaks, key=lambda p: p[1])
+    text = 'largest peak %.1f MiB (%s)' % (top[1], top[0])
+    if flats:
+        text += '; flat: ' + ', '.join('%s %s' % (where.strip(), pass_miss(ok)) for where, ok in flats)
+    oks = [top[1] <= GOAL_RSS_MIB] + [ok for _where, ok in flats]
+    if any(ok is False for ok in oks):
+        return text, 'MISS'
+    if any(ok is None for ok in oks) or not flats:
+        return text, 'not judged' if top[1] <= GOAL_RSS_MIB else 'MISS'
+    return text, 'PASS'
+
+
+def _archive_row(archive, key):
+    item = _by_key((archive or {}).get('verdicts'), key)
+    if item is None:
+        return 'not measured', 'not measured'
+    return item['shown'], pass_miss(item.get('ok'))
+
+
+def summary_rows(results):
+    """One row per goal: key, path, measured, goal, verdict, section."""
+    authentik = results.get('authentik')
+    ory = results.get('ory')
+    rows = []
+    for key, path, goal, section in ISSUE_ROWS:
+        measured, verdict = 'not measured', 'not measured'
+        if key in ('encrypt', 'extract', 'read_test'):
+            measured, verdict = _archive_row(results.get('archive'), key)
+        elif key == 'archive_linear':
+            measured, verdict = _archive_row(results.get('archive'), 'linear')
+        elif key == 'dump' and authentik:
+            measured, verdict = _ratio_row(_by_key(authentik.get('verdicts'), 'dump_vs_bare'), GOAL_DUMP)
+        elif key == 'dump_tcp' and authentik:
+            measured, verdict = _dump_tcp(authentik)
+        elif key == 'restore' and authentik:
+            measured, verdict = _ratio_row(_by_key(authentik.get('verdicts'), 'restore_vs_psql'), GOAL_RESTORE,
+                                           at_most=True)
+        elif key == 'dump_linear' and authentik:
+            item = _verdict_item(authentik.get('verdicts'), 'linear')
+            if item is not None:
+                measured, verdict = item.get('shown', ''), pass_miss(item.get('ok'))
+        elif key == 'ory_import' and ory:
+            found = [r for r in ory.get('module', []) if 'ory_import' in r.get('label', '')]
+            if found and found[0].get('ratio') is not None:
+                row = found[0]
+                measured = '%.2fx (%.1f s / %.1f s), %d identities, %d failed requests' % (
+                    row['ratio'], row['seconds'], row['minimum_seconds'], ory.get('identities', 0),
+                    row.get('failed_requests', 0))
+                verdict = pass_miss(row['ratio'] <= GOAL_ORY_IMPORT and not row.get('failed_requests'))
+                if ory.get('quick') or ory.get('identities', 0) < ORY_IDENTITIES:
+                    verdict = 'not judged'
+                    measured += ' (goal stated for %d identities)' % ORY_IDENTITIES
+        elif key == 'rss':
+            measured, verdict = _rss_row(results)
+        rows.append({'key': key, 'path': path, 'measured': measured, 'goal': goal, 'verdict': verdict,
+                     'section': section})
+    return rows
+
+
+def script_loads(results, loads):
+    """[(script, start load, end load, finished)] from the launcher's record, else from each script's JSON."""
+    own = {}
+    archive = results.get('archive')
+    if archive:
+        facts = archive.get('facts', {})
+        own['archive'] = (facts.get('load_average_start'), facts.get('load_average_end'), facts.get('date_utc'))
+    authentik = results.get('authentik')
+    if authentik:
+        facts = authentik.get('facts', {})
+        own['authentik'] = (facts.get('load_average_start'), facts.get('load_average_end'), facts.get('date_utc'))
+    ory = results.get('ory')
+    if ory:
+        own['ory'] = (None, ' '.join('%.2f' % x for x in ory.get('load_average') or []) or None, ory.get('date'))
+    offsite = results.get('offsite')
+    if offsite:
+        own['offsite'] = (None, (offsite.get('machine') or {}).get('load'), offsite.get('finished'))
+    pitr = results.get('pitr')
+    if pitr:
+        facts = pitr.get('facts', {})
+        own['pitr'] = (facts.get('load_average_start'), pitr.get('load_average_end'), facts.get('date_utc'))
+    out = []
+    for key, _name in SCRIPT_JSON:
+        recorded = (loads or {}).get(key)
+        if recorded:
+            out.append((key, recorded.get('start'), recorded.get('end'), recorded.get('finished')))
+        elif key in own:
+            out.append((key,) + own[key])
+    return out
+
+
+def _cell(text):
+    return (text or '-').replace('|', '\\|')
+
+
+def render_summary(rows, loads_table, anchors, generated):
+    out = ['## Summary', '',
+           'Generated by `bench/perfdoc.py` at %s from the JSON results of the benchmark scripts '
+           '(`bench/results/*.json`), after the last one ran. One row per goal; the section linked on each row '
+           'has the measurements, the method and, where a goal is missed, where the time goes. Ratios are '
+           'speed relative to the stock tool (higher is better) unless the goal says "time" (lower is better).'
+           % generated, '',
+           '| Path | Measured | Goal | Verdict | Section |', '|---|---|---|---|---|']
+    for row in rows:
+        link = '-'
+        if row['section']:
+            link = '[%s](%s)' % (row['section'], anchors.get(row['section'], '#' + row['section']))
+        cells = (_cell(row['path']), _cell(row['measured']), _cell(row['goal']), row['verdict'], link)
+        out.append('| %s | %s | %s | **%s** | %s |' % cells)
+    out += ['', '"not judged": measured, but below the size the goal is stated for, or from a quick run; '
+            '"not measured": the script that measures it has not run (or does not measure it yet).', '']
+    if loads_table:
+        out += ['Load average (1, 5, 15 min) when each script started and ended:', '',
+                '| Script | Load at start | Load at end | Finished |', '|---|---|---|---|']
+        for key, start, end, finished in loads_table:
+            out.append('| %s | %s | %s | %s |' % (key, _cell(start), _cell(end), _cell(finished)))
+        out.append('')
+    out.append('The stock tools\' throughput in this run, for the drill report, is in `docs/performance.json`.')
+    return '\n'.join(out) + '\n'
+
+
+# ---------------------------------------------------------------------------------------------
+# docs/performance.json: what the stock tools reached in the last benchmark
+
+def _label(size_bytes):
+    gib = 1024 ** 3
+    if size_bytes >= gib:
+        return ('%dG' % (size_bytes // gib)) if size_bytes % gib == 0 else '%.1fG' % (size_bytes / float(gib))
+    return '%dM' % round(size_bytes / float(1024 ** 2))
+
+
+def _archive_stock(archive, prefix):
+    """The reference row of the archive measurement ``prefix-<size>`` at the largest size."""
+    found = [m for m in (archive or {}).get('measurements', []) if m['key'].startswith(prefix + '-')]
+    if not found:
+        return None
+    m = max(found, key=lambda item: item['size_bytes'])
+    row = [r for r in m['rows'] if r['name'] == m['baseline']][0]
+    tool = row.get('command') or row['label'].split('`')[1]
+    return {'tool': tool, 'mib_per_s': float(row['mib_per_s']), 'size': m['size']}
+
+
+def stock_throughput(results):
+    """{step: {tool, mib_per_s, size}} for every step some script measured."""
+    stock = {}
+    authentik = results.get('authentik')
+    largest = _largest((authentik or {}).get('sizes'))
+    if largest:
+        size = largest.get('size_option') or _label(largest['database_bytes'])
+        for row in largest.get('dump', {}).get('rows', []):
+            if row['name'] == 'bare':
+                stock['dump'] = {'tool': 'pg_dump -Fc -Z0 > /dev/null (inside the container)',
+                                 'mib_per_s': float(row.get('dump_mib_per_s') or row['db_mib_per_s']), 'size': size}
+            elif 'tcp' in row['name'] and row.get('kind') == 'shell':
+                stock['dump_tcp'] = {'tool': row['label'].split('`')[1] if '`' in row['label'] else row['label'],
+                                     'mib_per_s': float(row.get('dump_mib_per_s') or row['db_mib_per_s']), 'size': size}
+        # the largest sizes may be measured without a restore
+        restored = _largest([s for s in authentik['sizes'] if (s.get('restore') or {}).get('rows')]) or largest
+        for row in restored.get('restore', {}).get('rows', []):
+            if row['name'] == 'gunzip-psql':
+                stock['restore'] = {'tool': 'gunzip -c FILE | psql', 'mib_per_s': float(row['db_mib_per_s']),
+                                    'size': restored.get('size_option') or _label(restored['database_bytes'])}
+    archive = results.get('archive')
+    for step, prefix in (('encrypt', 'encrypt-dir'), ('extract', 'extract-dir'), ('read_test', 'verify-dir')):
+        found = _archive_stock(archive, prefix)
+        if found:
+            stock[step] = found
+    offsite = (results.get('offsite') or {}).get('summary')
+    if offsite and offsite.get('rclone_seconds'):
+        stock['upload'] = {'tool': 'rclone copy', 'size': _label(offsite['size_bytes']),
+                           'mib_per_s': round(offsite['size_bytes'] / 1048576.0 / offsite['rclone_seconds'], 1)}
+    ory = results.get('ory')
+    for row in (ory or {}).get('module', []):
+        for step in ('ory_export', 'ory_import'):
+            if step in row.get('label', '') and row.get('minimum_seconds'):
+                stock[step] = {'tool': 'rate-limit-bound minimum', 'size': '%d identities' % ory.get('identities', 0),
+                               'mib_per_s': round(ory.get('identities', 0) / float(row['minimum_seconds']), 1)}
+    pitr = results.get('pitr')
+    if pitr and pitr.get('pitr'):
+        seconds = sorted(r['restore_seconds'] for r in pitr['pitr'])[len(pitr['pitr']) // 2]
+        if seconds:
+            stock['pitr'] = {'tool': 'pgbackrest restore', 'size': _label(pitr['database_bytes']),
+                             'mib_per_s': round(pitr['database_bytes'] / 1048576.0 / seconds, 1)}
+    return stock
+
+
+def machine_summary(results, loads_table):
+    nproc = os.cpu_count()
+    cpu = 'unknown'
+    for key in ('archive', 'authentik', 'pitr'):
+        facts = (results.get(key) or {}).get('facts')
+        if facts and facts.get('cpu'):
+            cpu, nproc = facts['cpu'], facts.get('nproc', nproc)
+            break
+    if cpu == 'unknown':
+        try:
+            with open('/proc/cpuinfo') as handle:
+                cpu = ([line.split(':', 1)[1].strip() for line in handle if line.startswith('model name')] or [cpu])[0]
+        except OSError:
+            pass
+    load = '; '.join('%s: %s -> %s' % (key, start or '-', end or '-') for key, start, end, _finished in loads_table)
+    return {'nproc': nproc, 'cpu': cpu, 'load': load or ' '.join('%.2f' % x for x in os.getloadavg())}
+
+
+def performance_json(results, loads_table, generated):
+    return {'generated': generated, 'machine': machine_summary(results, loads_table),
+            'stock': stock_throughput(results)}
+
+
+def now_utc():
+    return datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ')
+
+
+def write_summary(results_dir=RESULTS_DIR, doc_path=DOC_PATH, json_path=PERF_JSON_PATH):
+    """Rewrite the summary section and docs/performance.json from the scripts' JSON results."""
+    results = load_results(results_dir)
+    try:
+        with open(os.path.join(results_dir, os.path.basename(LOADS_PATH))) as handle:
+            loads = json.load(handle)
+    except (OSError, ValueError):
+        loads = {}
+    generated = now_utc()
+    table = script_loads(results, loads)
+    try:
+        with open(doc_path) as handle:
+            anchors = section_anchors(handle.read())
+    except OSError:
+        anchors = {}
+    rows = summary_rows(results)
+    update_section(SUMMARY_KEY, render_summary(rows, table, anchors, generated), path=doc_path, first=True)
+    tmp = json_path + '.tmp'
+    with open(tmp, 'w') as handle:
+        json.dump(performance_json(results, table, generated), handle, indent=2, sort_keys=True)
+        handle.write('\n')
+    os.replace(tmp, json_path)
+    return rows
+
+
+def run_script(name, argv, loads_path=LOADS_PATH):
+    """Run one benchmark script; record the load average when it starts and ends."""
+    try:
+        with open(loads_path) as handle:
+            loads = json.load(handle)
+    except (OSError, ValueError):
+        loads = {}
+    entry = {'start': ' '.join('%.2f' % x for x in os.getloadavg()), 'started': now_utc(), 'argv': argv[1:]}
+    started = time.time()
+    rc = subprocess.call(argv)
+    entry.update({'end': ' '.join('%.2f' % x for x in os.getloadavg()), 'finished': now_utc(),
+                  'seconds': round(time.time() - started, 1), 'rc': rc})
+    loads[name] = entry
+    os.makedirs(os.path.dirname(loads_path), exist_ok=True)
+    with open(loads_path, 'w') as handle:
+        json.dump(loads, handle, indent=2, sort_keys=True)
+        handle.write('\n')
+    return rc
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description='the summary of docs/performance.md and docs/performance.json')
+    sub = parser.add_subparsers(dest='command', required=True)
+    sub.add_parser('summary', help='rewrite the summary section and docs/performance.json from bench/results')
+    run = sub.add_parser('run', help='run a benchmark script, recording the load average at its start and end')
+    run.add_argument('name')
+    run.add_argument('argv', nargs=argparse.REMAINDER)
+    options = parser.parse_args(argv)
+    if options.command == 'run':
+        command = options.argv[1:] if options.argv[:1] == ['--'] else options.argv
+        return run_script(options.name, command)
+    for row in write_summary():
+        sys.stderr.write('%-16s %-11s %s\n' % (row['key'], row['verdict'], row['measured']))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

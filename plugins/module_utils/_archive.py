@@ -21,21 +21,17 @@ import stat
 import tarfile
 
 from ansible_collections.idp.recovery.plugins.module_utils._common import CHUNK_SIZE, RecoveryError
-from ansible_collections.idp.recovery.plugins.module_utils._stream import copy_stream
+from ansible_collections.idp.recovery.plugins.module_utils._stream import (
+    WRITEBACK_STEP,
+    PipeSkimmer,
+    copy_stream,
+    discard,
+    start_writeback as start_fd_writeback,
+    write_all,
+)
 
 DIGEST_PREFIX_FILE = 'file-sha256:'
 DIGEST_PREFIX_TREE = 'tree-sha256:'
-
-
-class _HashingReader(object):
-    def __init__(self, handle):
-        self.handle = handle
-        self.sha256 = hashlib.sha256()
-
-    def read(self, size=-1):
-        data = self.handle.read(size)
-        self.sha256.update(data)
-        return data
 
 
 class TreeDigest(object):
@@ -80,11 +76,12 @@ def walk_sorted(root):
 
 
 def file_digest(path):
-    digest = hashlib.sha256()
-    size = 0
     with open(path, 'rb', buffering=0) as handle:
-        size = copy_stream(handle, digest.update)
-    return DIGEST_PREFIX_FILE + digest.hexdigest(), size
+        return stream_file(handle, _ignore)
+
+
+def _ignore(data):
+    pass
 
 
 def classified_entries(root):
@@ -128,8 +125,57 @@ def content_digest(path):
         raise RecoveryError('cannot read %s: %s' % (path, exc.strerror or exc), path=path)
 
 
+def stream_file(handle, write, size=None):
+    """Read an open file (unbuffered) in CHUNK_SIZE pieces into one reused buffer, hand each to
+    write() and hash it; return (content digest, byte count).
+
+    size: read at most this many bytes (a member whose size the tar header already gives); a file
+    that turns out shorter raises OSError('unexpected end of data'), as tarfile does.
+    """
+    digest = hashlib.sha256()
+    buf = bytearray(CHUNK_SIZE)
+    view = memoryview(buf)
+    total = 0
+    while size is None or total < size:
+        piece = view if size is None or size - total >= CHUNK_SIZE else view[:size - total]
+        count = handle.readinto(piece)
+        if not count:
+            break
+        digest.update(view[:count])
+        write(view[:count])
+        total += count
+    if size is not None and total != size:
+        raise OSError('unexpected end of data')
+    return DIGEST_PREFIX_FILE + digest.hexdigest(), total
+
+
+class _TarOut(object):
+    """Where a TarProducer writes: the sink, and how many bytes went into it (for TarFile and the padding)."""
+
+    def __init__(self, sink):
+        self.write_to = sink.write
+        self.offset = 0
+
+    def write(self, data):
+        self.write_to(data)
+        self.offset += len(data)
+
+    def tell(self):
+        return self.offset
+
+    def pad(self, boundary):
+        remainder = self.offset % boundary
+        if remainder:
+            self.write(tarfile.NUL * (boundary - remainder))
+
+
 class TarProducer(object):
-    """Writes a directory as a tar stream into a sink and computes its content digest meanwhile."""
+    """Writes a directory as a tar stream into a sink and computes its content digest meanwhile.
+
+    The stream is what ``tarfile.open(mode='w|', format=PAX_FORMAT)`` writes, byte for byte:
+    tarfile builds the headers, and the file data goes from one reused buffer straight into the
+    sink (tarfile's own stream object would copy every piece several times).
+    """
 
     def __init__(self, root):
         self.root = root
@@ -140,8 +186,8 @@ class TarProducer(object):
 
     def __call__(self, sink):
         tree = TreeDigest()
-        archive = tarfile.open(fileobj=sink, mode='w|', format=tarfile.PAX_FORMAT, bufsize=CHUNK_SIZE)
-        archive.copybufsize = CHUNK_SIZE
+        out = _TarOut(sink)
+        archive = tarfile.TarFile(fileobj=out, mode='w', format=tarfile.PAX_FORMAT)
         try:
             for kind, rel, full, st, target in classified_entries(self.root):
                 if kind == 's':
@@ -150,23 +196,26 @@ class TarProducer(object):
                 info = archive.gettarinfo(full, arcname=rel)
                 if kind == 'f':
                     info.type = tarfile.REGTYPE
-                    with open(full, 'rb') as handle:
-                        reader = _HashingReader(handle)
-                        archive.addfile(info, reader)
-                    tree.add(kind, rel, st.st_mode, info.size, DIGEST_PREFIX_FILE + reader.sha256.hexdigest())
+                    with open(full, 'rb', buffering=0) as handle:
+                        out.write(info.tobuf(archive.format, archive.encoding, archive.errors))
+                        content, _size = stream_file(handle, out.write, info.size)
+                    out.pad(tarfile.BLOCKSIZE)
+                    tree.add(kind, rel, st.st_mode, info.size, content)
                     continue
                 if kind == 'h':
                     info.type = tarfile.LNKTYPE
                     info.linkname = target
                     info.size = 0
                 tree.add(kind, rel, st.st_mode, 0, target or '')
-                archive.addfile(info)
+                out.write(info.tobuf(archive.format, archive.encoding, archive.errors))
+            # the end of the archive, as TarFile.close() writes it: two zero blocks, then zeros up to a whole record
+            out.write(tarfile.NUL * (tarfile.BLOCKSIZE * 2))
+            out.pad(tarfile.RECORDSIZE)
         except (OSError, IOError) as exc:
             if getattr(exc, 'errno', None) == 32:
                 raise
             where = getattr(exc, 'filename', None) or self.root
             raise RecoveryError('cannot read %s: %s' % (where, exc.strerror or exc))
-        archive.close()
         self.digest = tree.hexdigest()
         self.files = tree.files
         self.bytes = tree.bytes
@@ -183,19 +232,83 @@ class FileProducer(object):
         self.skipped = []
 
     def __call__(self, sink):
-        digest = hashlib.sha256()
-
-        def write(data):
-            digest.update(data)
-            sink.write(data)
-
         with open(self.path, 'rb', buffering=0) as handle:
-            self.bytes = copy_stream(handle, write)
-        self.digest = DIGEST_PREFIX_FILE + digest.hexdigest()
+            self.digest, self.bytes = stream_file(handle, sink.write)
 
 
 class UnsafeArchive(RecoveryError):
     pass
+
+
+class TarStream(object):
+    """A forward-only reader of a tar stream for ``tarfile``, with large reads into one reused buffer.
+
+    It stands where ``tarfile.open(mode='r|')`` puts its own stream object (read, tell, forward
+    seek), so headers are parsed, and broken streams reported, exactly as there; member data is
+    handed on by copy() in slices of the buffer (up to CHUNK_SIZE per read), without the small
+    reads and joins of that stream object.
+    """
+
+    def __init__(self, stream, chunk_size=CHUNK_SIZE):
+        self._readinto = getattr(stream, 'readinto1', None) or stream.readinto
+        self._buf = bytearray(chunk_size)
+        self._view = memoryview(self._buf)
+        self._start = 0
+        self._end = 0
+        self.pos = 0
+
+    def tell(self):
+        return self.pos
+
+    def read(self, size):
+        if self._end - self._start >= size:
+            data = bytes(self._view[self._start:self._start + size])
+            self._start += size
+            self.pos += size
+            return data
+        parts = []
+        self.copy(size, lambda data: parts.append(bytes(data)))
+        return b''.join(parts)
+
+    def copy(self, size, write):
+        """Hand the next size bytes to write() in slices of the buffer; return how many there were."""
+        left = size
+        while left:
+            if self._start == self._end:
+                self._start = 0
+                self._end = self._readinto(self._view) or 0
+                if not self._end:
+                    break
+            count = min(left, self._end - self._start)
+            write(self._view[self._start:self._start + count])
+            self._start += count
+            left -= count
+        self.pos += size - left
+        return size - left
+
+    def seek(self, pos):
+        if pos < self.pos:
+            raise tarfile.StreamError('seeking backwards is not allowed')
+        self.copy(pos - self.pos, lambda data: None)
+        return self.pos
+
+    def close(self):
+        pass
+
+
+def open_tar_stream(stream):
+    """(TarFile, TarStream) reading a tar stream as ``tarfile.open(fileobj=stream, mode='r|')`` does."""
+    reader = TarStream(stream)
+    return tarfile.TarFile(fileobj=reader, mode='r'), reader
+
+
+def start_writeback(out, fd, start, end):
+    """_stream.start_writeback for a buffered file object out (open at fd): what out holds is flushed first."""
+    try:
+        out.flush()
+    except (OSError, ValueError):
+        return end
+    return start_fd_writeback(fd, start, end)
 
 
 def _safe_name(name):
@@ -291,6 +404,7 @@ class SafeExtractor(object):
         self._as_root = hasattr(os, 'geteuid') and os.geteuid() == 0
         self._entries = {}   # name -> (kind, mode, size, content) for the content digest
         self._root_fd = None
+        self._reader = None
 
     def tree_digest(self):
         """The content digest of what was extracted, in the order content_digest() walks a tree."""
@@ -357,7 +471,7 @@ class SafeExtractor(object):
 
     def __call__(self, stream):
         try:
-            archive = tarfile.open(fileobj=stream, mode='r|')
+            archive, self._reader = open_tar_stream(stream)
         except tarfile.TarError as exc:
             raise RecoveryError('not a tar stream: %s' % exc)
         current = None
@@ -479,17 +593,23 @@ class SafeExtractor(object):
                 raise UnsafeArchive('member %s clashes with an earlier member' % name)
             raise
         digest = hashlib.sha256()
-        with os.fdopen(fd, 'wb') as out:
-            source = archive.extractfile(member)
 
-            def write(data):
-                digest.update(data)
-                out.write(data)
-            size = copy_stream(source, write)
-            out.flush()
-            self._owner(out.fileno(), member)
-            os.fchmod(out.fileno(), mode)
-            os.utime(out.fileno(), (member.mtime, member.mtime))
+        def write(data):
+            digest.update(data)
+            write_all(fd, data)
+        try:
+            if member.sparse is None:
+                size = self._reader.copy(member.size, write)
+                if size != member.size:
+                    raise tarfile.ReadError('unexpected end of data')
+            else:
+                # a sparse member: tarfile expands its map of data and holes
+                size = copy_stream(archive.extractfile(member), write)
+            self._owner(fd, member)
+            os.fchmod(fd, mode)
+            os.utime(fd, (member.mtime, member.mtime))
+        finally:
+            os.close(fd)
         self.bytes += size
         self._entries[name] = ('f', mode, size, DIGEST_PREFIX_FILE + digest.hexdigest())
         self._regular.add(name)
@@ -506,6 +626,25 @@ def _lexists(name, dir_fd):
     return True
 
 
+class _SkimmingTarStream(TarStream):
+    """A TarStream over a PipeSkimmer: the member data that tarfile seeks past is spliced away."""
+
+    def __init__(self, skimmer):
+        super(_SkimmingTarStream, self).__init__(skimmer)
+        self._skimmer = skimmer
+
+    def seek(self, pos):
+        held = self._end - self._start
+        if pos - self.pos <= held:
+            return super(_SkimmingTarStream, self).seek(pos)
+        gap = pos - self.pos - held
+        self._start = self._end
+        self.pos += held
+        # short at the end of the stream, as TarStream.seek: tarfile then reports the truncation
+        self.pos += self._skimmer.skip(gap)
+        return self.pos
+
+
 class CountingSink(object):
     """A consumer for a full read test: reads a stream to its end, counting bytes."""
 
@@ -516,16 +655,26 @@ class CountingSink(object):
 
     def __call__(self, stream):
         if not self.tar:
-            self.bytes = copy_stream(stream, lambda data: None)
+            self.bytes = discard(stream)
             return self.bytes
         try:
-            archive = tarfile.open(fileobj=stream, mode='r|')
-            for member in archive:
+            # headers are parsed as tarfile.open(mode='r|') does; member data is skipped, spliced into
+            # /dev/null from a pipe, else read in large pieces into one reused buffer: every byte is
+            # still decrypted and decompressed
+            skimmer = PipeSkimmer.of(stream)
+            if skimmer is None:
+                archive, _reader = open_tar_stream(stream)
+            else:
+                archive = tarfile.TarFile(fileobj=_SkimmingTarStream(skimmer), mode='r')
+            while True:
+                member = archive.next()
+                if member is None:
+                    break
+                # nothing looks back at earlier members: memory stays flat whatever their number
+                del archive.members[:]
                 _safe_name(member.name)
                 self.members += 1
                 if member.isreg():
-                    # tarfile reads past the member's data itself (a stream cannot seek): every byte is
-                    # still decrypted and decompressed, without copying it through Python buffers
                     self.bytes += member.size
         except tarfile.TarError as exc:
             raise RecoveryError('broken tar stream: %s' % exc)
@@ -542,12 +691,20 @@ class RawWriter(object):
         self.bytes = 0
 
     def __call__(self, stream):
+        try:
+            fd = self.out.fileno()
+        except (AttributeError, OSError, ValueError):
+            fd = None   # not a file on disk (io.UnsupportedOperation is an OSError and a ValueError)
+        state = {'flushed': 0}
+
         def write(data):
             self.bytes += len(data)
             if self.max_bytes is not None and self.bytes > self.max_bytes:
                 raise UnsafeArchive('the payload expands beyond the %d bytes recorded at backup: refusing' % self.max_bytes)
             self.sha256.update(data)
             self.out.write(data)
+            if fd is not None and self.bytes - state['flushed'] >= WRITEBACK_STEP:
+                state['flushed'] = start_writeback(self.out, fd, state['flushed'], self.bytes)
         self.bytes = 0
         copy_stream(stream, write)
         return self.bytes

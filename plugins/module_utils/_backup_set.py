@@ -883,12 +883,16 @@ def _recorded_problem(rel, recorded, sha256, size):
     return None
 
 
-def check_entry(set_dir, rel, expected, recorded=None):
-    """The verification result of one manifest entry (see verify_checksums)."""
+def check_entry(set_dir, rel, expected, recorded=None, read=hash_file):
+    """The verification result of one manifest entry (see verify_checksums).
+
+    read(path) returns the (sha256, size) of the file: hash_file, or a reader that does more with
+    the bytes it hashes (verify_checksums' reader).
+    """
     item = {'path': rel, 'sha256': expected, 'ok': False}
     try:
         full = regular_file(set_dir, rel)
-        actual, size = hash_file(full)
+        actual, size = read(full)
     except RecoveryError as exc:
         item['error'] = exc.msg if exc.msg.startswith(rel) else '%s: %s' % (rel, exc.msg)
         return item
@@ -904,7 +908,7 @@ def check_entry(set_dir, rel, expected, recorded=None):
     return item
 
 
-def verify_checksums(set_dir):
+def verify_checksums(set_dir, reader=None):
     """Check a complete set against its manifest and metadata; return (results, unlisted files).
 
     One result per manifest entry, plus a failed result for each of: a file of the set the
@@ -912,6 +916,11 @@ def verify_checksums(set_dir):
     path named in metadata.json that is not a safe relative path or not listed. A payload whose
     size or SHA-256 differs from what metadata.json recorded fails. A manifest or metadata.json
     that is a link, or a format_version newer than this collection reads, raises RecoveryError.
+
+    reader(rel, recorded), when given, is asked about each payload that metadata.json records
+    (recorded: its record), after every other file, and only when metadata.json checked out: it returns
+    None (the file is hashed alone) or a read(path) for check_entry that hashes the payload while
+    it reads it for its own purpose, so the file is read once. The results keep the manifest order.
     """
     entries = read_manifest(set_dir)
     listed = dict(entries)
@@ -920,7 +929,14 @@ def verify_checksums(set_dir):
     else:
         metadata = read_metadata(set_dir) if os.path.lexists(os.path.join(set_dir, METADATA)) else {}
     payloads = metadata.get('payloads') or {}
-    results = [check_entry(set_dir, rel, expected, payloads.get(rel)) for rel, expected in entries]
+    results = [None if reader is not None and rel in payloads else check_entry(set_dir, rel, expected, payloads.get(rel))
+               for rel, expected in entries]
+    # a payload is described by metadata.json: it is read for more than its hash only once that checked out
+    trusted = any(item is not None and item['path'] == METADATA and item['ok'] for item in results)
+    for index, (rel, expected) in enumerate(entries):
+        if results[index] is None:
+            read = reader(rel, payloads[rel]) if trusted else None
+            results[index] = check_entry(set_dir, rel, expected, payloads[rel], read or hash_file)
     if METADATA not in listed and not os.path.lexists(os.path.join(set_dir, METADATA)):
         results.append({'path': METADATA, 'ok': False,
                         'error': '%s: not listed in the manifest; a complete set lists its metadata' % METADATA})

@@ -248,18 +248,25 @@ def encryption_backend(name, recipients=None, recipients_file=None, passphrase=N
 
 
 class Compression(object):
-    def __init__(self, name, level=None):
+    def __init__(self, name, level=None, threads=None):
+        """threads: zstd worker threads (``zstd -T``; 0: one per core); None leaves zstd's own default."""
         if name not in COMPRESSIONS:
             raise RecoveryError('unknown compression %r (choose from %s)' % (name, ', '.join(COMPRESSIONS)))
         self.name = name
         self.level = level
+        self.threads = threads
 
     def compress_stage(self):
         if self.name == 'zstd':
             level = 3 if self.level is None else self.level
             if not 1 <= level <= 19:
                 raise RecoveryError('compression_level for zstd must be between 1 and 19')
-            return Stage('zstd', ['zstd', '-q', '-c', '--no-progress', '-%d' % level])
+            threads = []
+            if self.threads is not None:
+                if not 0 <= self.threads <= 256:
+                    raise RecoveryError('compression_threads must be between 0 and 256')
+                threads = ['-T%d' % self.threads]
+            return Stage('zstd', ['zstd', '-q', '-c', '--no-progress', '-%d' % level] + threads)
         if self.name == 'gzip':
             level = 6 if self.level is None else self.level
             if not 1 <= level <= 9:
@@ -273,6 +280,28 @@ class Compression(object):
         if self.name == 'gzip':
             return Stage('gzip', ['gzip', '-d', '-c'])
         return None
+
+    def test_stage(self):
+        """A stage that decompresses and checks its whole input and writes nothing, or None.
+
+        ``zstd -t`` does what ``zstd -d -c > /dev/null`` does without a pipe for its output; its
+        stderr ends with its report ``NAME : N bytes`` (see reported_size).
+        """
+        if self.name == 'zstd':
+            return Stage('zstd', ['zstd', '-t', '--no-progress'])
+        return None
+
+
+_TESTED_REPORT = re.compile(r':\s*(\d+) bytes\s*$')
+
+
+def reported_size(report):
+    """The decompressed size that a test stage reported on stderr, or None."""
+    for line in reversed(report.splitlines()):
+        match = _TESTED_REPORT.search(line)
+        if match:
+            return int(match.group(1))
+    return None
 
 
 def encrypt_stages(compression, backend):

@@ -37,8 +37,17 @@ from ansible_collections.idp.recovery.plugins.module_utils._crypto import (
     encryption_backend,
     explain_failure,
     sniff_encryption,
+    reported_size,
 )
-from ansible_collections.idp.recovery.plugins.module_utils._stream import PipelineError, run_from_file, run_to_file
+from ansible_collections.idp.recovery.plugins.module_utils._stream import (
+    FileDigest,
+    PipelineError,
+    discard,
+    hash_file,
+    run_from_file,
+    run_from_file_hashed,
+    run_to_file,
+)
 
 
 def _rel_in_set(set_dir, path):
@@ -55,13 +64,16 @@ def existing_payload(dest):
 
 def create_payload(src, dest, encryption, compression, recipients=None, recipients_file=None, passphrase=None,
                    gpg_homedir=None, force=False, check_mode=False):
-    """Write src (a file or a directory) as one payload at dest; return a result dict."""
+    """Write src (a file or a directory) as one payload at dest; return a result dict.
+
+    compression: (name, level) or (name, level, threads), as Compression takes them.
+    """
     if not os.path.exists(src):
         raise RecoveryError('source %s does not exist' % src, path=src)
     if os.path.isdir(dest):
         raise RecoveryError('dest %s is a directory; give the payload file name' % dest, path=dest)
     backend = encryption_backend(encryption, recipients, recipients_file, passphrase, gpg_homedir)
-    compressor = Compression(compression[0], compression[1])
+    compressor = Compression(*compression)
     # validate keys and levels before anything is written
     stages = encrypt_stages(compressor, backend)
     is_dir = os.path.isdir(src)
@@ -136,31 +148,63 @@ def describe_payload(path, encryption=None, compression=None, fmt=None):
     }
 
 
-def read_payload(path, description, keys, consume):
-    """Decrypt and decompress the payload at path into consume(stream)."""
+def read_payload(path, description, keys, consume, digest=None, last_stage=None):
+    """Decrypt and decompress the payload at path into consume(stream).
+
+    digest: a FileDigest that sees every byte of the payload file on its way to the decryptor (one
+    read of the file); it covers the whole file when this returns or raises.
+    last_stage: a stage that stands for the decompressor (Compression.test_stage).
+    """
     backend = encryption_backend(description['encryption'])
     if not keys.can_decrypt(description['encryption']):
         raise RecoveryError('%s is encrypted with %s: give %s to read it' % (
             path, description['encryption'],
             'identity or identity_content' if description['encryption'] == 'age' else 'passphrase'), path=path)
     stages = decrypt_stages(Compression(description['compression']), backend, keys)
+    if last_stage is not None:
+        stages[-1] = last_stage
     try:
+        if digest is not None:
+            return run_from_file_hashed(path, stages, consume, digest)
         return run_from_file(path, stages, consume)
     except PipelineError as exc:
         kind, msg = explain_failure(path, exc.failures, backend)
         raise RecoveryError(msg, path=path, reason=kind)
     except RecoveryError as exc:
-        if exc.msg.startswith(path):
+        if exc.msg.startswith(path) or exc.details.get('reason') == 'unreadable':
             raise
         raise RecoveryError('%s: %s' % (path, exc.msg), path=path, reason='corrupt')
 
 
-def read_test(path, keys, description=None):
-    """Decrypt and decompress to nowhere (a full read test); return bytes and members read."""
+def read_test(path, keys, description=None, digest=None):
+    """Decrypt and decompress to nowhere (a full read test); return bytes and members read.
+
+    digest: see read_payload; the result means nothing until the caller has compared it.
+    """
     description = description or describe_payload(path)
+    tester = None if description['format'] == 'tar' else Compression(description['compression']).test_stage()
+    if tester is not None:
+        # the decompressor checks everything and writes nothing: no byte crosses a pipe to be dropped
+        sink = _TestedBytes(tester)
+        read_payload(path, description, keys, sink, digest, last_stage=tester)
+        return {'plain_bytes': sink.bytes, 'members': None}
     sink = CountingSink(tar=description['format'] == 'tar')
-    read_payload(path, description, keys, sink)
+    read_payload(path, description, keys, sink, digest)
     return {'plain_bytes': sink.bytes, 'members': sink.members if sink.tar else None}
+
+
+class _TestedBytes(object):
+    """The consumer of a pipeline ending in a test stage: the size it reports once it succeeded (else None)."""
+
+    def __init__(self, stage):
+        self.stage = stage
+        self.bytes = None
+
+    def __call__(self, stream):
+        discard(stream)
+        if self.stage.proc.wait() == 0:
+            self.bytes = reported_size(self.stage.stderr_tail())
+        return self.bytes
 
 
 def extract_payload(src, dest, keys, encryption=None, compression=None, fmt=None, force=False, check_mode=False,
@@ -298,8 +342,32 @@ def verify_set(set_dir, keys, decrypt='auto', kotauth_passphrase=None):
     of the set that the manifest does not list, a symbolic link, a payload that differs from what
     metadata.json recorded, or a path in metadata.json outside the set fails the verification
     (see _backup_set.verify_checksums).
+
+    A payload is read once: its SHA-256 is computed from the very bytes the decryptor reads, and the
+    read test counts only when that SHA-256 matches the manifest (and metadata.json); a payload
+    whose SHA-256 differs fails with the checksum error alone, whatever its decryption gave.
     """
-    checks, unlisted = _backup_set.verify_checksums(set_dir)
+    read_tests = {}
+
+    def reader(rel, recorded):
+        if decrypt == 'never' or (kotauth_passphrase and (recorded or {}).get('content') == KOTAUTH_CONTENT):
+            return None
+
+        def read(full):
+            description = describe_payload(full)
+            if not keys.can_decrypt(description['encryption']):
+                return hash_file(full)
+            digest = FileDigest()
+            try:
+                read_tests[rel] = read_test(full, keys, description, digest)
+            except RecoveryError as exc:
+                if exc.details.get('reason') == 'unreadable':
+                    raise
+                read_tests[rel] = exc
+            return digest.hexdigest(), digest.size
+        return read
+
+    checks, unlisted = _backup_set.verify_checksums(set_dir, reader)
     manifest = dict(_backup_set.read_manifest(set_dir))
     payloads = (_backup_set.read_metadata(set_dir).get('payloads') or {})
     for item in checks:
@@ -307,6 +375,13 @@ def verify_set(set_dir, keys, decrypt='auto', kotauth_passphrase=None):
         if not item['ok'] or item['path'] not in payloads or decrypt == 'never':
             continue
         full = _backup_set.payload_path(set_dir, item['path'], manifest)
+        outcome = read_tests.get(item['path'])
+        if outcome is not None:
+            if isinstance(outcome, RecoveryError):
+                _read_failed(item, outcome)
+            else:
+                item.update(outcome, decrypted=True)
+            continue
         description = describe_payload(full)
         bkp1 = bool(kotauth_passphrase) and payloads[item['path']].get('content') == KOTAUTH_CONTENT
         if not keys.can_decrypt(description['encryption']):
@@ -320,9 +395,7 @@ def verify_set(set_dir, keys, decrypt='auto', kotauth_passphrase=None):
             else:
                 item.update(read_test(full, keys, description), decrypted=True)
         except RecoveryError as exc:
-            item.update(ok=False, decrypted=False, error=exc.msg)
-            if exc.details.get('reason'):
-                item['reason'] = exc.details['reason']
+            _read_failed(item, exc)
             if bkp1 and not exc.msg.startswith(full):
                 item['error'] = '%s: Kotauth archive: %s' % (item['path'], exc.msg)
     failed = [item for item in checks if not item['ok']]
@@ -330,3 +403,9 @@ def verify_set(set_dir, keys, decrypt='auto', kotauth_passphrase=None):
         raise RecoveryError('backup set %s failed verification: %s' % (set_dir, '; '.join(i['error'] for i in failed)),
                             path=set_dir, files=checks, unlisted=unlisted)
     return checks, unlisted
+
+
+def _read_failed(item, exc):
+    item.update(ok=False, decrypted=False, error=exc.msg)
+    if exc.details.get('reason'):
+        item['reason'] = exc.details['reason']

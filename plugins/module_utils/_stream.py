@@ -14,9 +14,11 @@ descriptor), never through argv or the environment of this process.
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
+import errno
 import fcntl
 import hashlib
 import os
+import stat
 import subprocess
 import tempfile
 import threading
@@ -65,6 +67,10 @@ class Stage(object):
         self.proc = None
         self.stderr = None
         self.killed = False
+
+    def stderr_tail(self):
+        """The last STDERR_TAIL bytes the stage wrote to stderr (while its pipeline runs)."""
+        return _read_tail(self.stderr)
 
 
 class PipelineError(RecoveryError):
@@ -221,8 +227,36 @@ class Feeder(threading.Thread):
                 pass
 
 
+# written data is handed to the disk in steps of this size, so that the final fsync has little left to wait for
+WRITEBACK_STEP = 32 * 1024 * 1024
+
+
+def start_writeback(fd, start, end):
+    """Start (not wait for) writing bytes start..end of a file open at fd to disk; return end.
+
+    POSIX_FADV_DONTNEED makes Linux start the write-back of the range at once; pages still being
+    written stay cached. Where it is missing, the final fsync does all the work, as before.
+    """
+    try:
+        os.posix_fadvise(fd, start, end - start, os.POSIX_FADV_DONTNEED)
+    except (AttributeError, OSError, ValueError):
+        pass
+    return end
+
+
+def write_all(fd, data):
+    """os.write until all of data (a bytes-like object) is written."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
 class AtomicHashedFile(object):
-    """A file written under a temporary name, hashed as it is written, renamed on commit()."""
+    """A file written under a temporary name, hashed as it is written, renamed on commit().
+
+    Its write-back to disk starts every WRITEBACK_STEP bytes, while the rest is still being
+    produced, so commit()'s fsync waits only for the last step instead of the whole file.
+    """
 
     def __init__(self, path, mode=FILE_MODE):
         self.path = path
@@ -230,18 +264,18 @@ class AtomicHashedFile(object):
         self.tmp = temp_path_beside(path, 'partial')
         self.sha256 = hashlib.sha256()
         self.size = 0
+        self._flushed = 0
         self._fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
 
     def write(self, data):
         self.sha256.update(data)
-        view = memoryview(data)
         try:
-            while view:
-                written = os.write(self._fd, view)
-                view = view[written:]
+            write_all(self._fd, data)
         except OSError as exc:
             raise RecoveryError('cannot write %s: %s' % (self.path, exc.strerror or exc), path=self.path)
         self.size += len(data)
+        if self.size - self._flushed >= WRITEBACK_STEP:
+            self._flushed = start_writeback(self._fd, self._flushed, self.size)
 
     def commit(self):
         try:
@@ -284,6 +318,82 @@ def copy_stream(reader, write, chunk_size=CHUNK_SIZE):
         write(data)
         total += len(data)
     return total
+
+
+class PipeSkimmer(object):
+    """A pipe read by a consumer that keeps little of it: readinto1() copies into the caller's buffer,
+    skip() splices into /dev/null, so skipped bytes are never copied into this process.
+
+    of(stream) gives one for a stream that is a pipe (None otherwise, or without os.splice); what
+    a buffered stream already holds is handed on first.
+    """
+
+    def __init__(self, fd, head=b''):
+        self._fd = fd
+        self._head = memoryview(head)
+
+    @classmethod
+    def of(cls, stream):
+        splice = getattr(os, 'splice', None)
+        try:
+            fd = stream.fileno()
+            if splice is None or not stat.S_ISFIFO(os.fstat(fd).st_mode):
+                return None
+        except (AttributeError, OSError, IOError, ValueError):
+            return None
+        # at most one read(2): whatever the buffer holds, or the next piece of the pipe
+        head = stream.read(len(stream.peek(1))) if hasattr(stream, 'peek') else b''
+        return cls(fd, head)
+
+    def readinto1(self, buf):
+        if self._head:
+            count = min(len(buf), len(self._head))
+            buf[:count] = self._head[:count]
+            self._head = self._head[count:]
+            return count
+        return os.readv(self._fd, [buf])
+
+    def skip(self, size=None):
+        """Skip size bytes (None: to the end of the pipe); return how many there were."""
+        total = 0
+        if self._head:
+            total = len(self._head) if size is None else min(size, len(self._head))
+            self._head = self._head[total:]
+        null = os.open(os.devnull, os.O_WRONLY)
+        try:
+            while size is None or total < size:
+                try:
+                    count = os.splice(self._fd, null, CHUNK_SIZE if size is None else min(CHUNK_SIZE, size - total))
+                except OSError as exc:
+                    if exc.errno != errno.EINVAL:
+                        raise
+                    # a kernel that cannot splice into /dev/null
+                    return total + self._read_away(None if size is None else size - total)
+                if not count:
+                    break
+                total += count
+        finally:
+            os.close(null)
+        return total
+
+    def _read_away(self, size):
+        buf = bytearray(CHUNK_SIZE)
+        view = memoryview(buf)
+        total = 0
+        while size is None or total < size:
+            count = self.readinto1(view if size is None else view[:min(CHUNK_SIZE, size - total)])
+            if not count:
+                break
+            total += count
+        return total
+
+
+def discard(stream):
+    """Read a binary stream to its end, keeping nothing; return the byte count (a pipe is spliced away)."""
+    skimmer = PipeSkimmer.of(stream)
+    if skimmer is None:
+        return copy_stream(stream, lambda data: None)
+    return skimmer.skip()
 
 
 def pump(read, write):
@@ -376,6 +486,74 @@ def run_from_file(path, stages, consume):
         if consumer_error is not None:
             raise consumer_error
         return result
+
+
+class FileDigest(object):
+    """The SHA-256 and the size of every byte handed to update()."""
+
+    def __init__(self):
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+
+    def update(self, data):
+        self.sha256.update(data)
+        self.size += len(data)
+
+    def hexdigest(self):
+        return self.sha256.hexdigest()
+
+
+def run_from_file_hashed(path, stages, consume, digest):
+    """run_from_file(), reading the file once: each chunk read goes to the first stage, then through digest.update().
+
+    The file is read to its end even when the stages stop reading early (a wrong key, a damaged
+    or truncated file), so digest covers the whole file whenever this returns or raises. A file
+    that cannot be read raises RecoveryError('cannot read PATH: ...', reason='unreadable').
+    """
+    try:
+        source = open(path, 'rb', buffering=0)
+    except (OSError, IOError) as exc:
+        raise RecoveryError('cannot read %s: %s' % (path, exc.strerror or exc), path=path, reason='unreadable')
+    read_end, write_end = os.pipe()
+    grow_pipe(write_end)
+    sink = os.fdopen(write_end, 'wb', buffering=0)
+
+    def tap(out):
+        buf = bytearray(CHUNK_SIZE)
+        view = memoryview(buf)
+        feeding = True
+        while True:
+            try:
+                count = source.readinto(buf)
+            except (OSError, IOError) as exc:
+                raise RecoveryError('cannot read %s: %s' % (path, exc.strerror or exc), path=path, reason='unreadable')
+            if not count:
+                return
+            if feeding:
+                try:
+                    write_all(out.fileno(), view[:count])
+                except BrokenPipeError:
+                    # the stages stopped (and will say why): hash the rest, feed nothing more
+                    feeding = False
+            digest.update(view[:count])
+
+    feeder = Feeder(tap, sink)
+    with source:
+        feeder.start()
+        try:
+            # run_from_file takes over read_end (open() accepts a descriptor) and closes it when done,
+            # so the feeder can never block on a pipe that nobody reads
+            result = run_from_file(read_end, stages, consume)
+        except RecoveryError:
+            feeder.join()
+            # a file that could not be read explains whatever the stages made of it
+            if feeder.error is not None:
+                raise feeder.error
+            raise
+        feeder.join()
+    if feeder.error is not None:
+        raise feeder.error
+    return result
 
 
 def _drain(stream, limit):

@@ -27,6 +27,10 @@ description:
     O(metadata) is already there, else an error saying the set was finalized already).
   - V(verified) checks every checksum of the manifest and, when O(identity), O(identity_content) or O(passphrase)
     is given, decrypts and decompresses every payload to nowhere (a full read test). It never changes anything.
+  - The read test reads each payload once. Its SHA-256 is computed from the very bytes handed to the decryptor, and
+    the read test counts only when that SHA-256 matches the manifest (and C(metadata.json)); a payload that differs
+    fails with the checksum error alone, whatever its decryption gave. A C(zstd) file payload is decompressed by
+    C(zstd -t), which checks every frame and writes nothing.
   - V(verified) fails when the set holds a file the manifest does not list, when anything in the set is a symbolic
     link or special file (a payload, a manifest entry, a directory on the way to one, C(metadata.json) or
     C(MANIFEST.sha256) itself), when a payload's size or SHA-256 differs from what C(metadata.json) recorded for it,

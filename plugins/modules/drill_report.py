@@ -78,7 +78,13 @@ options:
         stamp; defaults to the time of C(stamp)), C(source) (where the set was fetched from), C(manifest_sha256) (the
         SHA-256 of the set's C(MANIFEST.sha256), which pins C(metadata.json) and every payload), C(target) (where it
         was restored), C(error) (the service's drill stopped early), C(steps) and C(checks).
-      - C(steps) is a list of C({name, seconds, ok (default true), error, detail (dict)}) in the order they ran.
+      - C(steps) is a list of C({name, seconds, ok (default true), error, detail (dict), bytes, items, items_kind,
+        benchmark}) in the order they ran. C(bytes) is what the step moved (downloaded, decrypted, restored), C(items)
+        and C(items_kind) count what it handled otherwise (C(identities) for an Ory import); a step with either gets its
+        throughput, one without shows its duration only. C(benchmark) names the step of the benchmark it is compared
+        with (see O(benchmark_file)), or V(none); by default V(fetch) is compared with C(upload), V(verify) with
+        C(read_test), V(restore) and V(import) with C(restore) (kinds C(authentik), C(postgres)), C(ory_import) (kind
+        C(ory)) or C(pitr) (kind C(pitr)), and V(dump), V(encrypt), V(extract), V(upload) with the steps of those names.
       - C(checks) is a list of C({name, kind, ok (required), detail, expected, actual}). C(kind) is free text, for
         example C(row_counts), C(version), C(sql), C(http), C(ory_token), C(keto), C(identity), C(verify), C(guard).
     type: list
@@ -95,6 +101,22 @@ options:
       - Fail a service that has a set and steps but no check at all.
     type: bool
     default: true
+  benchmark_file:
+    description:
+      - The stock tools' benchmark (the collection's C(docs/performance.json), written by C(make bench)), on the host the
+        module runs on. Each step's throughput is shown next to what the plain shell pipeline reached in it for the same
+        kind of work, with the ratio, and the step with the largest share of the recovery time is marked as the one
+        that limits it.
+      - The file is read as untrusted input; at most 1 MiB, every value checked, and entries that do not fit are left
+        out with the reason. A missing, unreadable or malformed file never fails the drill; the report says
+        C(no benchmark on record) where the comparison would be.
+      - With O(benchmark), only names where that content was read.
+    type: path
+  benchmark:
+    description:
+      - The benchmark's content (its JSON text, or the decoded object) when it was read elsewhere, for example on the
+        controller; an empty string says it could not be read there. Checked as for O(benchmark_file).
+    type: raw
   metrics_file:
     description:
       - Path of a Prometheus textfile to write (through a temporary file in the same directory and a rename), for
@@ -261,6 +283,38 @@ duration_seconds:
   description: From O(started) to O(finished).
   returned: always
   type: float
+benchmark:
+  description:
+    - The benchmark the steps were compared with - C(source) (its file), C(generated), C(machine) (C(nproc), C(cpu),
+      C(load)), C(steps) (the steps it holds), C(ignored) (entries left out, with the reason) and C(problem) (why there
+      is none on record, or null).
+  returned: always
+  type: dict
+throughput:
+  description: Per service, the step that limits the recovery time and each step's throughput against the benchmark.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    name:
+      description: The service.
+      type: str
+    limiting_step:
+      description: The step with the largest share of the recovery time - C(name), C(position), C(seconds), C(share)
+        (0 to 1); null when no step took any time.
+      type: dict
+    steps:
+      description:
+        - Per step C(name), C(seconds), C(bytes), C(items), C(items_kind), C(mib_per_s), C(items_per_s), C(share),
+          C(limiting), C(stock_step) (the step of the benchmark it is compared with), C(stock) (C(tool), C(rate),
+          C(unit), C(size) of that step in the benchmark), C(ratio) (the step's rate over the stock tool's) and
+          C(note) (why there is no ratio, for example C(no benchmark on record)).
+      type: list
+      elements: dict
+    text:
+      description: The same as readable lines, the limiting step first.
+      type: list
+      elements: str
 '''
 
 from ansible.module_utils.basic import AnsibleModule
@@ -287,6 +341,8 @@ def main():
             require_checks=dict(type='bool', default=True),
             metrics_file=dict(type='path'),
             metrics_mode=dict(type='raw', default='0644'),
+            benchmark_file=dict(type='path'),
+            benchmark=dict(type='raw'),
             fail_on_failure=dict(type='bool', default=True),
         ),
         supports_check_mode=True,

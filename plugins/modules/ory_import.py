@@ -14,7 +14,12 @@ version_added: 0.1.0
 description:
   - Reads the Ory export written by M(idp.recovery.ory_export) from a complete backup set and restores it into the
     target project, in this order - the project configuration (Ory Network; identity schemas and the OPL embedded as
-    C(base64://)), identities, OAuth2 clients, JWK sets, relation tuples.
+    C(base64://)), identities, OAuth2 clients, JWK sets, relation tuples. The relation tuples are written to Keto
+    while the identities are still being written to Kratos (each service has its own rate-limit bucket) - a tuple as
+    soon as every identity it names has its new ID, one that names none at once; at most 20,000 tuples (some 10 MB)
+    wait for an identity, beyond that the reading of the tuples pauses. So a tuple never names an identity that is not
+    in the target. OAuth2 clients and JWK sets follow the identities, so a failed identity import creates no client;
+    a failure of the identities or of the tuples stops both.
   - Before the first write, checks the set's manifest, decrypts and parses every payload it will use, compares the
     counts with the ones recorded at export time, and reads what the target already holds. A malformed or truncated
     bundle is refused with nothing written.
@@ -80,6 +85,9 @@ options:
     description:
       - Where the ID map (C(id-map.json), C(id-map.jsonl) while running), the rotation report, the import report and
         the encrypted new client secrets are written (directory mode 0700, files 0600).
+      - C(id-map.jsonl) gets the new IDs of each identity batch as it lands and is flushed to disk once, when the
+        identities are done; a run after a failure finds the imported identities in the target by C(external_id),
+        not in this file.
       - Defaults to C(<set_dir>.ory-import), beside the set.
     type: path
   client_secrets:

@@ -8,6 +8,7 @@ is wrong and leaves nothing behind."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -174,6 +175,74 @@ def test_damaged_payload(tmp_path, run_module, keys, set_copy, test_env, name, d
     restore.mkdir()
     result = run_module('encrypted_archive', state='extracted', src=payload, dest=restore / 'out', **key_args)
     _assert_failed_cleanly(result, payload, restore, 'corrupted or truncated')
+
+
+# (b2) one pass: the read test hashes the bytes it decrypts -------------------------------------
+
+def _manifest(set_dir):
+    return dict(reversed(line.split('  ', 1)) for line in (set_dir / 'MANIFEST.sha256').read_text().splitlines())
+
+
+def _all_keys(keys):
+    return {'identity': str(keys.age_identity), 'passphrase': PASSPHRASE, 'gpg_homedir': str(keys.gpg_home)}
+
+
+def _flip_byte(path, offset):
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x5a
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize('damage', ['flip-first', 'flip-middle', 'flip-last', 'truncate'])
+@pytest.mark.parametrize('name', ['media.tar.zst.age', 'authentik.dump.zst.gpg', 'copy.dump.gz.gpg'])
+def test_one_pass_read_test_of_a_damaged_payload_reports_the_checksum_alone(run_module, keys, set_copy, name, damage):
+    """Whatever the decryption of damaged bytes gave is neither reported nor counted: the SHA-256 decides."""
+    payload = set_copy / name
+    expected = _manifest(set_copy)[name]
+    if damage == 'truncate':
+        _truncate(payload)
+    else:
+        size = payload.stat().st_size
+        _flip_byte(payload, {'flip-first': 0, 'flip-middle': size // 2, 'flip-last': size - 1}[damage])
+    found = hashlib.sha256(payload.read_bytes()).hexdigest()
+    result = run_module('backup_set', path=set_copy, state='verified', decrypt='always', **_all_keys(keys))
+    assert result.get('failed'), result
+    error = '%s: checksum mismatch (expected %s, found %s)' % (name, expected, found)
+    assert error in result['msg'], result['msg']
+    by_path = {item['path']: item for item in result['files']}
+    assert by_path[name]['error'] == error and by_path[name]['size'] == payload.stat().st_size
+    assert by_path[name]['decrypted'] is None and 'plain_bytes' not in by_path[name] and 'reason' not in by_path[name]
+    assert [item['path'] for item in result['files'] if not item['ok']] == [name]
+
+
+@pytest.mark.parametrize('name', ['media.tar.zst.age', 'authentik.dump.zst.gpg'])
+def test_one_pass_read_test_that_decrypts_but_differs_from_the_manifest_fails(run_module, keys, set_copy, name):
+    """The decryption succeeds in full, yet the read test does not count."""
+    manifest = set_copy / 'MANIFEST.sha256'
+    expected = _manifest(set_copy)[name]
+    wrong = hashlib.sha256(b'another payload').hexdigest()
+    manifest.write_text(manifest.read_text().replace('%s  %s\n' % (expected, name), '%s  %s\n' % (wrong, name)))
+    result = run_module('backup_set', path=set_copy, state='verified', decrypt='always', **_all_keys(keys))
+    assert result.get('failed'), result
+    by_path = {item['path']: item for item in result['files']}
+    assert by_path[name]['error'] == '%s: checksum mismatch (expected %s, found %s)' % (name, wrong, expected)
+    assert by_path[name]['decrypted'] is None and 'plain_bytes' not in by_path[name] and 'members' not in by_path[name]
+    assert [item['path'] for item in result['files'] if not item['ok']] == [name]
+
+
+def test_one_pass_read_test_of_the_whole_set(run_module, keys, set_copy):
+    result = run_module('backup_set', path=set_copy, state='verified', decrypt='always', **_all_keys(keys))
+    assert not result.get('failed'), result
+    by_path = {item['path']: item for item in result['files']}
+    for name in ('authentik.dump.zst.gpg', 'copy.dump.gz.gpg'):
+        assert by_path[name]['decrypted'] is True and by_path[name]['plain_bytes'] == 256 * 1024, by_path[name]
+    assert by_path['media.tar.zst.age']['decrypted'] is True and by_path['media.tar.zst.age']['members'] > 1
+    # a file that is no payload is hashed all the same
+    assert by_path['metadata.json']['ok'] is True and by_path['metadata.json']['decrypted'] is None
+    # with a wrong key the decryptor stops early; the payload is still hashed to its end
+    result = run_module('backup_set', path=set_copy, state='verified', identity=str(keys.age_other_identity))
+    item = {entry['path']: entry for entry in result['files']}['media.tar.zst.age']
+    assert item['reason'] == 'wrong_key' and item['size'] == (set_copy / 'media.tar.zst.age').stat().st_size
 
 
 # (e) refused writes -----------------------------------------------------------------------

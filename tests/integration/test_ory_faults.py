@@ -214,6 +214,50 @@ def test_import_killed_halfway_then_run_again(exported, ory_standin_factory, run
     assert not third.get('failed') and third['changed'] is False, third
 
 
+def _identity_ids(item):
+    return [v for v in (item.get('subject_id'), item['object'], (item.get('subject_set') or {}).get('object')) if v]
+
+
+def test_identity_failure_midway_leaves_only_tuples_of_existing_identities(ory_standin_factory, run_module, keys,
+                                                                           tmp_path):
+    """The tuples go to Keto while the identities are written: when the identities fail halfway, every tuple in the
+    target names identities that are there (with their new IDs), no client is created, and a rerun converges."""
+    source = ory_standin_factory(seed_identities=2000, seed_clients=2, default_jwk_sets=True)
+    set_dir = _open_set(run_module, tmp_path / 'backups')
+    assert not _export(run_module, set_dir, keys, source).get('failed')
+    assert not run_module('backup_set', path=set_dir, state='finalized').get('failed')
+    target = ory_standin_factory(preset='blank', default_jwk_sets=True)
+    # one identity batch a second, so that tuples are written before the identities fail halfway
+    target.control('limits', {'buckets': {'kratos-admin-low': [600, 1]}})
+    target.control('faults', [{'method': 'PATCH', 'path': '/admin/identities', 'status': 500, 'times': 1000, 'after': 14}])
+    state_dir = tmp_path / 'state'
+    args = dict(set_dir=set_dir, identity=str(keys.age_identity), batch_size=100, state_dir=str(state_dir),
+                return_secrets=True, **target.connection(max_retries=1, max_backoff=0.2))
+    failed = run_module('ory_import', **args)
+    assert failed.get('failed') and 'PATCH /admin/identities failed with HTTP 500' in failed['msg'], failed
+    summary = target.summary()
+    halfway = summary['identities']
+    assert 0 < halfway < 2000 and summary['clients'] == 0, summary
+    landed = target.all_tuples()
+    assert landed, 'no tuple was written beside the identities'
+    old_ids = set(i['id'] for i in source.all_identities())
+    partial = dict((i['external_id'], i['id']) for i in target.all_identities() if i.get('external_id'))
+    assert all(not set(_identity_ids(t)) & old_ids for t in landed)
+    assert set(json.dumps(t, sort_keys=True) for t in landed) <= remapped_tuples(source.all_tuples(), partial)
+
+    target.control('faults', [])
+    target.control('limits', {})
+    again = run_module('ory_import', **args)
+    assert not again.get('failed'), again
+    assert again['created']['identities'] == 2000 - halfway
+    id_map = json.loads((state_dir / 'id-map.json').read_text())
+    assert len(id_map) == 2000
+    assert set(json.dumps(t, sort_keys=True) for t in target.all_tuples()) == remapped_tuples(source.all_tuples(), id_map)
+    assert target.summary()['clients'] == source.summary()['clients']
+    third = run_module('ory_import', **args)
+    assert not third.get('failed') and third['changed'] is False, third
+
+
 def test_wrong_project_key_is_a_clear_error(ory_standin_factory, run_module, keys, tmp_path):
     source = ory_standin_factory(seed_identities=10)
     set_dir = _open_set(run_module, tmp_path / 'backups')

@@ -137,7 +137,14 @@ STATUS_TEXT = {400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 404: '
 
 
 # ---------------------------------------------------------------------------------------------
-# rate limits: fixed windows of one second (burst) and one minute (sustained), aligned to the clock
+# rate limits: fixed windows of one second (burst) and one minute (sustained), aligned to the clock.
+# x-ratelimit-limit is written as Ory documents it (docs guides/rate-limits, "Monitor rate limit headers":
+# ``10, 10;w=1, 300;w=60``, the IETF RateLimit header fields draft): the limit of the window that
+# x-ratelimit-remaining / x-ratelimit-reset speak of, then the burst (w=1) and sustained (w=60) policies.
+
+def limit_header(current, rpm, rps):
+    return '%d, %d;w=1, %d;w=60' % (current, rps, rpm)
+
 
 class Limiter(object):
     def __init__(self, limits=None, clock=time.time):
@@ -168,12 +175,15 @@ class Limiter(object):
                 if st['min_n'] >= rpm:
                     ends.append(min_end)
                 reset = max(1, int(math.ceil(max(ends) - now)))
-                return False, {'x-ratelimit-limit': str(rpm), 'x-ratelimit-remaining': '0', 'x-ratelimit-reset': str(reset)}
+                current = rpm if st['min_n'] >= rpm else rps
+                return False, {'x-ratelimit-limit': limit_header(current, rpm, rps), 'x-ratelimit-remaining': '0',
+                               'x-ratelimit-reset': str(reset)}
             st['sec_n'] += 1
             st['min_n'] += 1
             left_sec, left_min = rps - st['sec_n'], rpm - st['min_n']
             end = sec_end if left_sec < left_min else min_end
-            return True, {'x-ratelimit-limit': str(rpm), 'x-ratelimit-remaining': str(min(left_sec, left_min)),
+            return True, {'x-ratelimit-limit': limit_header(rps if left_sec < left_min else rpm, rpm, rps),
+                          'x-ratelimit-remaining': str(min(left_sec, left_min)),
                           'x-ratelimit-reset': str(max(1, int(math.ceil(end - now))))}
 
 

@@ -10,12 +10,11 @@ __metaclass__ = type
 
 import os
 
-from ansible_collections.idp.recovery.plugins.module_utils._postgres.payload import database_step, open_set
+from ansible_collections.idp.recovery.plugins.module_utils._postgres.payload import database_step, dump_compression, open_set
 from ansible_collections.idp.recovery.plugins.module_utils._authentik.deployment import file_specs, host_paths
 from ansible_collections.idp.recovery.plugins.module_utils._authentik.files import dump_env, dump_files
 from ansible_collections.idp.recovery.plugins.module_utils._common import RecoveryError
 from ansible_collections.idp.recovery.plugins.module_utils._crypto import (
-    Compression,
     check_encryption_allowed,
     encrypt_stages,
     encryption_backend,
@@ -32,7 +31,8 @@ def dump_authentik(params, check_mode=False):
                            passphrase=params['passphrase'], gpg_homedir=params['gpg_homedir'])
     backend = encryption_backend(encryption, **encrypt_options)
     compression = (params['compression'], params['compression_level'])
-    compressor = Compression(*compression)
+    # the database dump's default level is its own; the file archives keep the archive default
+    compressor = dump_compression(*compression)
     # keys and levels are validated before anything is read or written
     encrypt_stages(compressor, backend)
     open_set(set_dir)

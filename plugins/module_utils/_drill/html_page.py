@@ -19,6 +19,8 @@ from html import escape as _html_escape
 from ansible_collections.idp.recovery.plugins.module_utils._drill.durations import human_duration, short_duration
 from ansible_collections.idp.recovery.plugins.module_utils._drill.inputs import value_text
 from ansible_collections.idp.recovery.plugins.module_utils._drill.judge import PASSED
+from ansible_collections.idp.recovery.plugins.module_utils._drill.throughput import (
+    NO_BENCHMARK, rate_text, ratio_text, share_text, stock_text)
 
 
 def esc(value):
@@ -67,6 +69,8 @@ figure { margin: .5rem 0 1rem; }
 figcaption { color: var(--muted); font-size: .85rem; }
 svg { width: 100%; height: auto; display: block; }
 pre { white-space: pre-wrap; overflow-wrap: anywhere; margin: 0; font-size: .85rem; }
+tr.limiting td { background: var(--warn-bg); font-weight: 600; }
+.note { color: var(--muted); font-size: .85rem; }
 footer { color: var(--muted); font-size: .8rem; border-top: 1px solid var(--line); margin-top: 2rem;
   padding-top: .5rem; }
 @media (max-width: 40rem) { body { padding: .5rem; font-size: 14px; } .verdict { font-size: 2rem; }
@@ -77,6 +81,7 @@ footer { color: var(--muted); font-size: .8rem; border-top: 1px solid var(--line
 
 _OK = '\u2714'
 _BAD = '\u2718'
+_LIMITING = '\u25c0'
 _CHART_WIDTH = 720
 _ROW = 34
 _TOP = 8
@@ -196,6 +201,41 @@ def _rto_text(service, target):
                                   _status(service['rto_ok'], 'within target', 'TARGET MISSED'))
 
 
+def _limiting_text(service):
+    limiting = service.get('limiting_step')
+    if limiting is None:
+        return esc('none (no step took any time)')
+    return '%s %s \u2014 %s, %d%% of the recovery time' % (
+        _LIMITING, esc(limiting['name']), esc(human_duration(limiting['seconds'])), int(round(limiting['share'] * 100)))
+
+
+def _throughput_cells(found):
+    """The share, throughput, stock and ratio cells of a step."""
+    share = share_text(found) or ''
+    if found['limiting']:
+        share = '%s %s' % (_LIMITING, share)
+    stock = stock_text(found)
+    ratio = ratio_text(found)
+    if ratio is None and found['stock'] is not None:
+        ratio = found['note']
+    return '<td class="num">%s</td><td class="num">%s</td><td>%s</td><td class="num">%s</td>' % (
+        share, esc(rate_text(found) or 'duration only'), esc(stock or ''), esc(ratio or ''))
+
+
+def _benchmark_text(benchmark):
+    if not benchmark['steps']:
+        return esc('%s (%s)' % (NO_BENCHMARK, benchmark['problem'] or 'the benchmark lists no step'))
+    machine = benchmark['machine'] or {}
+    parts = [benchmark['source'] or 'given', 'generated %s' % (benchmark['generated'] or 'at an unknown time')]
+    if machine.get('nproc') or machine.get('cpu'):
+        parts.append('on %s%s' % ('%s cores ' % machine['nproc'] if machine.get('nproc') else '', machine.get('cpu') or ''))
+    if machine.get('load'):
+        parts.append('load %s' % machine['load'])
+    if benchmark['ignored']:
+        parts.append('left out: %s' % '; '.join(benchmark['ignored']))
+    return esc(', '.join(part.strip() for part in parts))
+
+
 def _render_service(service, report, index):
     out = ['<section class="service" id="service-%d">' % index,
            '<h2>%s <small>(%s)</small><span class="badge %s">%s</span></h2>' % (
@@ -214,6 +254,7 @@ def _render_service(service, report, index):
         ('Age of the set (RPO)', _age_text(service, report['rpo_target_seconds'])),
         ('Recovery time (RTO)', _rto_text(service, report['rto_target_seconds'])),
         ('Checks', '%d of %d passed' % (service['checks_total'] - service['checks_failed'], service['checks_total'])),
+        ('Step that limits the recovery time', _limiting_text(service)),
     ]))
     out.append('<h3>Recovery steps</h3>')
     out.append('<figure>')
@@ -222,17 +263,24 @@ def _render_service(service, report, index):
                'time. Failed steps are hatched and marked %s FAILED.</figcaption>' % _BAD)
     out.append('</figure>')
     if service['steps']:
-        out.append('<div class="scroll"><table><thead><tr><th>Step</th><th>Time</th><th>Result</th><th>Error / detail'
-                   '</th></tr></thead><tbody>')
+        out.append('<div class="scroll"><table><thead><tr><th>Step</th><th>Time</th><th>Share of the recovery time</th>'
+                   '<th>Throughput</th><th>Stock tool in the last benchmark</th><th>Ratio</th><th>Result</th>'
+                   '<th>Error / detail</th></tr></thead><tbody>')
         for step in service['steps']:
             notes = []
             if step['error']:
                 notes.append(esc(step['error']))
             if step['detail']:
                 notes.append('<pre>%s</pre>' % esc(json.dumps(step['detail'], indent=1, sort_keys=True, default=str)))
-            out.append('<tr><td>%s</td><td class="num">%s</td><td>%s</td><td>%s</td></tr>' % (
-                esc(step['name']), esc(human_duration(step['seconds'])), _status(step['ok']), ''.join(notes)))
+            out.append('<tr%s><td>%s</td><td class="num">%s</td>%s<td>%s</td><td>%s</td></tr>' % (
+                ' class="limiting"' if step['throughput']['limiting'] else '', esc(step['name']),
+                esc(human_duration(step['seconds'])), _throughput_cells(step['throughput']), _status(step['ok']),
+                ''.join(notes)))
         out.append('</tbody></table></div>')
+        out.append('<p class="note">Throughput is what the step moved (bytes, or identities for an Ory import) over '
+                   'its time; the ratio compares it with the plain shell pipeline doing the same kind of work in the '
+                   'last benchmark (above 1: faster than the stock tool). The step marked %s takes the largest share '
+                   'of the recovery time.</p>' % _LIMITING)
     out.append('<h3>Checks</h3>')
     if service['checks']:
         out.append('<div class="scroll"><table><thead><tr><th>Result</th><th>Check</th><th>Kind</th><th>Detail</th>'
@@ -269,6 +317,7 @@ def render_html(report):
         ('RTO target (recovery time)', esc(report['rto_target_human'])),
         ('RPO target (age of the set)', esc(report['rpo_target_human'])),
         ('Report generated', esc(report['generated'])),
+        ('Benchmark of the stock tools', _benchmark_text(report['benchmark'])),
     ]
     out.append(_meta(rows))
     out.append('</header>')

@@ -14,6 +14,7 @@ import re
 
 from ansible_collections.idp.recovery.plugins.module_utils._common import RecoveryError
 from ansible_collections.idp.recovery.plugins.module_utils._drill.durations import is_number, is_stamp, parse_time
+from ansible_collections.idp.recovery.plugins.module_utils._drill.throughput import STOCK_STEPS
 
 NAME_RE = re.compile(r'^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$')
 RESERVED_NAMES = ('latest',)
@@ -80,7 +81,33 @@ def _normalise_step(step, what):
         'ok': _bool(step.get('ok'), what + '.ok', True),
         'error': _text(step.get('error'), what + '.error'),
         'detail': detail or {},
+        'bytes': _count(step.get('bytes'), what + '.bytes'),
+        'items': _count(step.get('items'), what + '.items'),
+        'items_kind': _text(step.get('items_kind'), what + '.items_kind'),
+        'benchmark': _benchmark_step(step.get('benchmark'), what + '.benchmark'),
     }
+
+
+def _count(value, what):
+    """A count of bytes or items (int), or None when not given."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    if is_number(value) and not math.isnan(value) and not math.isinf(value) and value >= 0 and value == int(value):
+        return int(value)
+    raise RecoveryError('%s must be a whole number of at least 0, got %r' % (what, value))
+
+
+def _benchmark_step(value, what):
+    """The stock step a step is compared with: None (by its name), '' (none) or a step of the benchmark."""
+    if value is None:
+        return None
+    if isinstance(value, str) and value.strip().lower() in ('', 'none'):
+        return ''
+    if value not in STOCK_STEPS:
+        raise RecoveryError('%s must be one of %s, or none, got %r' % (what, ', '.join(STOCK_STEPS), value))
+    return value
 
 
 def _normalise_check(check, what):

@@ -21,6 +21,7 @@ from ansible_collections.idp.recovery.plugins.module_utils._drill.durations impo
     against, human_duration, is_number, iso_time, make_report_stamp, parse_duration, short_duration)
 from ansible_collections.idp.recovery.plugins.module_utils._drill.inputs import (
     check_report_name, list_of_dicts, normalise_service, value_text)
+from ansible_collections.idp.recovery.plugins.module_utils._drill.throughput import annotate_service, benchmark_summary
 
 FORMAT = 'idp.recovery.drill_report'
 FORMAT_VERSION = 1
@@ -111,8 +112,12 @@ def verdict(services, started, rto_target, rpo_target, require_checks=True):
 
 
 def build_report(services, started, finished, rto_target, rpo_target, context=None, name=None, generated=None,
-                 require_checks=True):
-    """The whole report (a JSON-ready dict) from raw inputs; raises RecoveryError on bad input."""
+                 require_checks=True, benchmark=None):
+    """The whole report (a JSON-ready dict) from raw inputs; raises RecoveryError on bad input.
+
+    ``benchmark`` is what parse_benchmark() made of the stock tools' benchmark (None: no file given);
+    each step gets its throughput against it and each service its limiting step.
+    """
     if not is_number(started) or math.isnan(started) or math.isinf(started):
         raise RecoveryError('started must be epoch seconds, got %r' % (started,))
     if not is_number(finished) or math.isnan(finished) or math.isinf(finished):
@@ -141,6 +146,7 @@ def build_report(services, started, finished, rto_target, rpo_target, context=No
         service['rpo_human'] = human_duration(service['rpo_seconds'])
         for step in service['steps']:
             step['human'] = human_duration(step['seconds'])
+        annotate_service(service, benchmark)
     return {
         'format': FORMAT,
         'format_version': FORMAT_VERSION,
@@ -164,6 +170,7 @@ def build_report(services, started, finished, rto_target, rpo_target, context=No
         'rpo_target_human': short_duration(rpo_seconds),
         'require_checks': require_checks,
         'context': dict(context or {}),
+        'benchmark': benchmark_summary(benchmark),
         'services': judged,
     }
 

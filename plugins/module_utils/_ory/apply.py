@@ -8,7 +8,10 @@
 The order is config (identity schemas and the OPL re-embedded), identities (the batch endpoint,
 strictly serial, the old ID kept in ``external_id``), OAuth2 clients (secrets from a supplied map
 or newly generated), JWK sets, and relation tuples with identity subject IDs remapped to the new
-IDs. Every step first reads what the target already holds (the plan, plan.py), so that a second run
+IDs. The tuples go to Keto while the identities are still being written: a tuple is sent once every
+identity it names has its new ID (one that names none at once), so no tuple ever names an identity
+that is not in the target; the clients and JWK sets follow the identities.
+Every step first reads what the target already holds (the plan, plan.py), so that a second run
 after a partial failure skips what is there and reports ``changed: false`` when nothing is left to
 do. The whole bundle is decrypted, parsed and checked before the first write.
 """
@@ -39,6 +42,7 @@ from ansible_collections.idp.recovery.plugins.module_utils._ory.bundle import (
     RELATIONSHIPS_FILE,
     PayloadWriter,
     dumps,
+    remap_tuple,
     tuple_key,
     write_relationships_file,
 )
@@ -54,6 +58,9 @@ from ansible_collections.idp.recovery.plugins.module_utils._ory.plan import (
 BATCH_MAX = 1000
 TUPLE_BATCH = 500
 LOOKUP_LIMIT = 50
+# relation tuples held back at most while they wait for the new ID of an identity (some 10 MB); the reading of the
+# tuples pauses when that many wait
+DEFER_MAX = 20000
 PATCH_NAMESPACE = uuid.UUID('5b0c3f7e-8f1e-4c55-9a43-2e9f0b7a51d1')
 
 
@@ -65,6 +72,10 @@ class Importer(ImportPlanner):
         self.batch_size = min(BATCH_MAX, max(1, params.get('batch_size') or BATCH_MAX))
         self.state_dir = None
         self.map_log = None
+        self.map_fd = None
+        # the tuple writer running beside the identities: told of every new ID (MappingFeed); halt() tells it failed
+        self.feed = None
+        self.halt = None
 
     # -- config
 
@@ -84,23 +95,29 @@ class Importer(ImportPlanner):
         pending = []
         created = [0]
 
-        def send(items):
-            created[0] += self.send_batch(items)
+        def send(items, prepared):
+            created[0] += self.send_batch(items, prepared)
 
         def add(body):
+            if self.halt is not None and self.halt():
+                raise Stopped()
             if body['external_id'] in self.by_external:
                 return
             pending.append(body)
             if len(pending) >= self.batch_size:
-                # one batch in flight while the next one is read: the writes stay strictly serial
-                sender.submit(send, list(pending))
+                # one batch in flight while the next one is read and encoded: the writes stay strictly serial
+                batch = list(pending)
+                sender.submit(send, batch, self.prepare_batch(batch))
                 del pending[:]
         try:
             bundle.stream('restore/identities.json', add)
             if pending:
-                sender.submit(send, list(pending))
+                sender.submit(send, list(pending), self.prepare_batch(pending))
         finally:
-            sender.drain()
+            try:
+                sender.drain()
+            finally:
+                self.close_map_log()
         self.result['created']['identities'] = created[0]
         self.write_id_map()
 
@@ -129,21 +146,27 @@ class Importer(ImportPlanner):
                 os.unlink(tmp)
             raise
 
-    def send_batch(self, items):
+    @staticmethod
+    def prepare_batch(items):
+        """(patch ID -> identity body, the encoded PATCH /admin/identities body) of a batch."""
+        patches = []
+        by_patch = {}
+        for body in items:
+            patch_id = str(uuid.uuid5(PATCH_NAMESPACE, body['external_id']))
+            by_patch[patch_id] = body
+            patches.append({'patch_id': patch_id, 'create': body})
+        return by_patch, json.dumps({'identities': patches}, separators=(',', ':')).encode('utf-8')
+
+    def send_batch(self, items, prepared=None):
         kratos = self.conn.client('kratos')
         attempt = 0
         made = 0
         conflicts = self.result['conflicts'].setdefault('identities', [])
         while items:
-            patches = []
-            by_patch = {}
-            for body in items:
-                patch_id = str(uuid.uuid5(PATCH_NAMESPACE, body['external_id']))
-                by_patch[patch_id] = body
-                patches.append({'patch_id': patch_id, 'create': body})
+            by_patch, data = prepared or self.prepare_batch(items)
+            prepared = None
             try:
-                answer = kratos.request('PATCH', '/admin/identities', json_body={'identities': patches},
-                                        retry_errors=False).json() or {}
+                answer = kratos.request('PATCH', '/admin/identities', encoded_json=data, retry_errors=False).json() or {}
             except OryAPIError as exc:
                 if exc.status == 409:
                     answer = {'identities': [{'patch_id': p, 'action': 'error', 'error': {'code': 409, 'message': exc.msg}}
@@ -153,6 +176,7 @@ class Importer(ImportPlanner):
                     attempt += 1
                     time.sleep(backoff_delay(attempt, kratos.max_backoff))
                     self.list_target_identities()
+                    self.publish(None)
                     items = [b for b in items if b['external_id'] not in self.by_external]
                     continue
                 else:
@@ -170,10 +194,17 @@ class Importer(ImportPlanner):
                 else:
                     failed.append((body, entry.get('error') or {}))
             self.log_pairs(new_pairs)
+            self.publish([ext for ext, _new in new_pairs])
             items = []
             if failed:
                 self.resolve_failed(failed, conflicts)
+                self.publish(None)
         return made
+
+    def publish(self, externals):
+        """Tell the tuple writer which identities (external IDs; None: any) have their new ID now."""
+        if self.feed is not None:
+            self.feed.publish(externals)
 
     def resolve_failed(self, failed, conflicts):
         """Items the batch refused: already there (a former run) or a real conflict."""
@@ -195,15 +226,23 @@ class Importer(ImportPlanner):
                               'code': error.get('code')})
 
     def log_pairs(self, pairs):
+        """Append the new IDs of a batch to id-map.jsonl as it lands (in the kernel at once, so a killed run leaves
+        them); it is flushed to disk once, when the identities are done. A rerun reads the target, not this file."""
         if not pairs:
             return
         data = b''.join(dumps({'external_id': ext, 'id': new}) + b'\n' for ext, new in pairs)
-        fd = os.open(self.map_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        if self.map_fd is None:
+            self.map_fd = os.open(self.map_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.write(self.map_fd, data)
+
+    def close_map_log(self):
+        if self.map_fd is None:
+            return
         try:
-            os.write(fd, data)
-            os.fsync(fd)
+            os.fsync(self.map_fd)
         finally:
-            os.close(fd)
+            os.close(self.map_fd)
+            self.map_fd = None
 
     # -- clients
 
@@ -299,12 +338,19 @@ class Importer(ImportPlanner):
 
     # -- tuples
 
-    def import_tuples(self, bundle):
+    def import_tuples(self, bundle, feed=None):
+        """Write the tuples the target lacks, with the new identity IDs. With ``feed`` (MappingFeed), the identities are
+        still being written: a tuple that names one without its new ID yet waits for it (at most DEFER_MAX wait; the
+        reading pauses beyond), and only once the identities are done is a tuple that still cannot be mapped left out."""
         keto = self.conn.client('keto_write')
         sender = SerialSender()
         batch = []
         created = [0]
         unmapped = [0]
+        waiting = {}  # external ID of an identity without its new ID yet -> the tuples that wait for it
+        held = [0]
+        final = [feed is None]
+        missing = []
 
         def send(items):
             keto.request('PATCH', '/admin/relation-tuples', json_body=[{'action': 'insert', 'relation_tuple': t}
@@ -316,10 +362,21 @@ class Importer(ImportPlanner):
                 sender.submit(send, list(batch))
                 del batch[:]
 
-        def add(item):
-            mapped = self.remap(item)
+        def lookup(value):
+            new = self.new_id_of(value)
+            if new is None:
+                missing.append(value)
+            return new
+
+        def place(item):
+            del missing[:]
+            mapped = remap_tuple(item, lookup)
             if mapped is None:
-                unmapped[0] += 1
+                if final[0]:
+                    unmapped[0] += 1
+                else:
+                    waiting.setdefault(self.index[missing[-1]], []).append(item)
+                    held[0] += 1
                 return
             key = tuple_key(mapped)
             if key in self.target_tuples:
@@ -328,8 +385,37 @@ class Importer(ImportPlanner):
             batch.append(mapped)
             if len(batch) >= TUPLE_BATCH:
                 flush()
+
+        def catch_up(block):
+            news, done = feed.take(block)
+            again = []
+            for externals in news:
+                if externals is None:
+                    for items in waiting.values():
+                        again.extend(items)
+                    waiting.clear()
+                    continue
+                for ext in externals:
+                    again.extend(waiting.pop(ext, ()))
+            if done:
+                final[0] = True
+                for items in waiting.values():
+                    again.extend(items)
+                waiting.clear()
+            held[0] -= len(again)
+            for item in again:
+                place(item)
+
+        def add(item):
+            place(item)
+            if not final[0]:
+                catch_up(False)
+                while held[0] > DEFER_MAX and not final[0]:
+                    catch_up(True)
         try:
             bundle.stream('restore/relationships.json', add)
+            while not final[0]:
+                catch_up(True)
             flush()
         finally:
             sender.drain()
@@ -351,6 +437,15 @@ class Importer(ImportPlanner):
     relationships_file = None
 
     # -- the run
+
+    def timed(self, kind, step, bundle):
+        mark = time.time()
+        step(bundle)
+        self.phases[kind] = round(time.time() - mark, 2)
+
+    def timed_steps(self, steps, bundle):
+        for kind, step in steps:
+            self.timed(kind, step, bundle)
 
     def run(self, bundle):
         refused = self.params.get('refuse_endpoints') or []
@@ -398,12 +493,52 @@ class Importer(ImportPlanner):
             mark = time.time()
             self.apply_config()
             phases['config'] = round(time.time() - mark, 2)
-        for kind, step in (('identities', self.import_identities), ('oauth2_clients', self.import_clients),
-                           ('jwk_sets', self.import_jwks), ('relationships', self.import_tuples)):
-            if kind in plan:
-                mark = time.time()
-                step(bundle)
-                phases[kind] = round(time.time() - mark, 2)
+        hydra_steps = [(kind, step) for kind, step in (('oauth2_clients', self.import_clients), ('jwk_sets', self.import_jwks))
+                       if kind in plan]
+        if 'identities' in plan and 'relationships' in plan:
+            # the tuples go to Keto's bucket while the identities go to Kratos's, each one request at a time: a tuple
+            # as soon as the identities it names have their new IDs. OAuth2 clients and JWK sets (Hydra's buckets)
+            # follow the identities as before (a failed identity import creates no client); a failure on either
+            # side stops both
+            self.conn.client('keto_write')
+            self.conn.client('hydra')
+            feed = self.feed = MappingFeed()
+            beside = SerialSender()
+            beside.submit(self.timed, 'relationships', lambda b: self.import_tuples(b, feed), bundle)
+            self.halt = beside.failed
+            try:
+                self.timed('identities', self.import_identities, bundle)
+                self.halt = None
+                feed.finish()
+                self.timed_steps(hydra_steps, bundle)
+            except Stopped:
+                beside.drain()  # the tuple writer failed: its error, as it would be raised without the identities beside
+                raise
+            except BaseException:
+                feed.stop()
+                beside.settle()
+                raise
+            finally:
+                self.halt = self.feed = None
+            beside.drain()
+        elif 'relationships' in plan and hydra_steps:
+            # OAuth2 clients and JWK sets go to Hydra's buckets while the tuples go to Keto's: the two run side by
+            # side, each one request at a time
+            self.conn.client('hydra')
+            beside = SerialSender()
+            beside.submit(self.timed_steps, hydra_steps, bundle)
+            try:
+                self.timed('relationships', self.import_tuples, bundle)
+            except BaseException:
+                beside.settle()
+                raise
+            beside.drain()
+        else:
+            if 'identities' in plan:
+                self.timed('identities', self.import_identities, bundle)
+            self.timed_steps(hydra_steps, bundle)
+            if 'relationships' in plan:
+                self.timed('relationships', self.import_tuples, bundle)
         if bundle.has('relationships') and bundle.has('identities') and self.index:
             # the tuples with the new identity IDs, for a restore of them with the stock ory CLI
             self.write_relationships(bundle)
@@ -446,6 +581,48 @@ class Importer(ImportPlanner):
         return result
 
 
+class Stopped(Exception):
+    """The writer on the other side failed: this one stops."""
+
+
+class MappingFeed(object):
+    """From the identity writer to the tuple writer beside it: which identities (external IDs; None: any) got their
+    new ID, whether the identities are done, and a stop when they failed."""
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._news = []
+        self._done = False
+        self._stopped = False
+
+    def publish(self, externals):
+        with self._cond:
+            self._news.append(externals)
+            self._cond.notify_all()
+
+    def finish(self):
+        with self._cond:
+            self._done = True
+            self._cond.notify_all()
+
+    def stop(self):
+        with self._cond:
+            self._stopped = True
+            self._cond.notify_all()
+
+    def take(self, block):
+        """(the news since the last call, whether the identities are done); with ``block``, wait for either."""
+        if not block and not (self._news or self._done or self._stopped):
+            return [], False
+        with self._cond:
+            while block and not (self._news or self._done or self._stopped):
+                self._cond.wait()
+            if self._stopped:
+                raise Stopped()
+            news, self._news = self._news, []
+            return news, self._done
+
+
 class SerialSender(object):
     """Runs one call at a time in a background thread, so that reading the next batch overlaps the
     current request; submit() waits for the previous call and re-raises its error."""
@@ -475,6 +652,16 @@ class SerialSender(object):
 
     def drain(self):
         self.wait()
+
+    def failed(self):
+        """Whether a call has ended with an error (wait() raises it)."""
+        return bool(self._error)
+
+    def settle(self):
+        """Wait for the call in flight; an error of it gives way to the one the caller is raising."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
 
 
 def _quote(value):

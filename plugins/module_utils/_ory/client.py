@@ -16,7 +16,9 @@ handles:
 * rate limits: a 429 waits for ``x-ratelimit-reset`` seconds (``Retry-After`` also counts), else
   a capped exponential backoff with jitter; after a response that says no request is left
   (``x-ratelimit-remaining: 0``), the next request to that endpoint waits for the reset instead
-  of running into a 429;
+  of running into a 429. When the spent window is the one-second (burst) one that
+  ``x-ratelimit-limit`` names, the wait ends one second after the answer to the window's first
+  request rather than after the whole seconds of ``x-ratelimit-reset`` (see ``pace_after_burst``);
 * retries of 5xx answers, time-outs and dropped connections, with the same backoff;
 * errors built from Ory's error JSON (``{"error": {...}}`` or OAuth2's ``error_description``).
 
@@ -38,7 +40,8 @@ import time
 from ansible.module_utils.six.moves.urllib.error import HTTPError, URLError
 from ansible.module_utils.six.moves.urllib.parse import parse_qsl, urlencode, urlsplit
 from ansible.module_utils.six.moves.http_client import HTTPException
-from ansible.module_utils.urls import open_url
+from ansible.module_utils.six.moves.http_cookiejar import CookieJar
+from ansible.module_utils.urls import Request, make_context
 
 from ansible_collections.idp.recovery.plugins.module_utils._common import RecoveryError
 
@@ -50,6 +53,10 @@ DEFAULT_MAX_BACKOFF = 30.0
 BACKOFF_BASE = 0.5
 # a reset header above this is a UNIX time, not a number of seconds
 EPOCH_THRESHOLD = 10 ** 9
+# answers per bucket kept to find the first request of a spent one-second window
+RECENT_ANSWERS = 64
+# added to the end of a one-second window worked out from the answers (the resolution of the clocks)
+PACE_MARGIN = 0.01
 
 # What authenticates an OAuth2 client at Hydra's token endpoint, by its token_endpoint_auth_method
 # (ory/fosite client_authentication.go, AuthenticateClient): a shared secret (HTTP Basic, the form
@@ -117,6 +124,53 @@ def parse_reset(value, now=None):
     if seconds > EPOCH_THRESHOLD:
         seconds = seconds - (time.time() if now is None else now)
     return max(0.0, seconds)
+
+
+def parse_limit_policies(value):
+    """(limit of the current window, {window seconds: quota}) from an ``x-ratelimit-limit`` value.
+
+    Ory Network writes it in the form of the IETF RateLimit header fields draft: the limit of the window that
+    ``x-ratelimit-remaining`` and ``x-ratelimit-reset`` speak of, then each policy as ``quota;w=seconds``, e.g.
+    ``10, 10;w=1, 300;w=60`` (burst per second, sustained per minute; Ory docs, guides/rate-limits, "Monitor rate
+    limit headers"). A bare number names no window: (that number, {}). Anything else: (None, {}).
+    """
+    current = None
+    policies = {}
+    for number, part in enumerate(str(value or '').split(',')):
+        quota, _sep, params = part.strip().partition(';')
+        try:
+            quota = int(quota.strip())
+        except ValueError:
+            return None, {}
+        if number == 0 and not params:
+            current = quota
+            continue
+        for param in params.split(';'):
+            key, _eq, val = param.strip().partition('=')
+            if key.strip() == 'w':
+                try:
+                    policies[int(val.strip())] = quota
+                except ValueError:
+                    return None, {}
+    return current, policies
+
+
+def pace_after_burst(recent, headers, now):
+    """When the next request may go after an answer that left nothing in a one-second window, or None.
+
+    ``recent`` holds (time the answer came back, x-ratelimit-remaining) of the last answers of the bucket,
+    this one last. When the header speaks of the one-second (burst) window and the last ``burst`` answers
+    counted down to 0 one by one, they were all counted in that window, which began before the first of them
+    reached the server: it ends before one second after that first answer came back. Otherwise (other
+    clients share the bucket, the sustained window is the one spent, no burst policy in the header): None.
+    """
+    current, policies = parse_limit_policies(headers.get('x-ratelimit-limit'))
+    burst = policies.get(1)
+    if not burst or current != burst or len(recent) < burst:
+        return None
+    if [left for _when, left in recent[-burst:]] != list(range(burst - 1, -1, -1)):
+        return None
+    return max(now, recent[-burst][0] + 1.0 + PACE_MARGIN)
 
 
 def parse_link_header(value):
@@ -225,18 +279,27 @@ class OryClient(object):
         self._clock = clock
         self._rng = rng
         self._open = opener or self._open_url
+        self._http = None
         self._not_before = {}
+        self._recent = {}
         self.stats = {'requests': 0, 'retries': 0, 'rate_limited': 0, 'server_errors': 0, 'timeouts': 0,
                       'paced_seconds': 0.0, 'backoff_seconds': 0.0}
 
     # -- transport
 
     def _open_url(self, method, url, data, headers, timeout):
-        """Perform one request; return (status, headers dict, body) for any HTTP status."""
+        """Perform one request; return (status, headers dict, body) for any HTTP status.
+
+        What ``open_url`` does, with the TLS context built once per client: building one loads the CA store,
+        which costs more than a request to a nearby server. Each request gets a new cookie jar, as with
+        ``open_url``: nothing a response sets is sent back.
+        """
+        if self._http is None:
+            self._http = Request(context=make_context(validate_certs=self.validate_certs))
         try:
-            resp = open_url(url, data=data, headers=headers, method=method, timeout=timeout,
-                            validate_certs=self.validate_certs, follow_redirects='none', http_agent=USER_AGENT,
-                            use_proxy=True)
+            resp = self._http.open(method, url, data=data, headers=headers, timeout=timeout,
+                                   validate_certs=self.validate_certs, follow_redirects='none', http_agent=USER_AGENT,
+                                   use_proxy=True, cookies=CookieJar())
             status = resp.getcode()
             body = resp.read()
             resp_headers = resp.headers
@@ -258,19 +321,20 @@ class OryClient(object):
             self._sleep(seconds)
 
     def request(self, method, path, query=None, json_body=None, form=None, basic_auth=None, ok=(200,),
-                bucket=None, retry_errors=True, headers=None):
+                bucket=None, retry_errors=True, headers=None, encoded_json=None):
         """Send one request, with retries; return a Response whose status is in ``ok``.
 
         ``bucket`` names the rate-limit bucket for pacing. By default reads and writes of one API
         are paced apart, the way Ory's buckets split them (one bucket for the writes of an API).
         ``retry_errors=False`` does not repeat the request after a 5xx answer or a time-out (for
         writes that may have been applied); 429 answers are always retried, they were refused.
+        ``encoded_json`` is a JSON body already encoded (bytes), instead of ``json_body``.
         """
         bucket = bucket or ('read' if method in ('GET', 'HEAD') else 'write')
         send_headers = {'Accept': 'application/json'}
         data = None
-        if json_body is not None:
-            data = json.dumps(json_body, separators=(',', ':')).encode('utf-8')
+        if json_body is not None or encoded_json is not None:
+            data = encoded_json if encoded_json is not None else json.dumps(json_body, separators=(',', ':')).encode('utf-8')
             send_headers['Content-Type'] = 'application/json'
         elif form is not None:
             data = urlencode(form).encode('utf-8')
@@ -360,10 +424,16 @@ class OryClient(object):
             left = int(float(remaining))
         except ValueError:
             return
+        now = self._clock()
+        recent = self._recent.setdefault(bucket, [])
+        recent.append((now, left))
+        del recent[:-RECENT_ANSWERS]
         if left <= 0:
             wait = parse_reset(headers.get('x-ratelimit-reset'))
             if wait is not None:
-                self._not_before[bucket] = self._clock() + min(wait, self.max_backoff * 4)
+                not_before = now + min(wait, self.max_backoff * 4)
+                early = pace_after_burst(recent, headers, now)
+                self._not_before[bucket] = not_before if early is None else min(early, not_before)
         else:
             self._not_before.pop(bucket, None)
 

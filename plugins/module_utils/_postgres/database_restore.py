@@ -27,6 +27,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import os
+import threading
 import time
 
 from ansible.module_utils.urls import open_url
@@ -57,7 +58,7 @@ from ansible_collections.idp.recovery.plugins.module_utils._postgres.facts impor
     database_exists,
     role_exists,
 )
-from ansible_collections.idp.recovery.plugins.module_utils._postgres.load import recreate_database, restore_dump
+from ansible_collections.idp.recovery.plugins.module_utils._postgres.load import recreate_database, restore_dump, stage_dump
 from ansible_collections.idp.recovery.plugins.module_utils._postgres.restore_plan import (
     AUTHENTIK,
     MODULES,
@@ -73,6 +74,7 @@ from ansible_collections.idp.recovery.plugins.module_utils._postgres.restore_pla
     pick_database,
     safety_encryption,
 )
+from ansible_collections.idp.recovery.plugins.module_utils._stream import FileDigest
 
 
 def restore_argument_spec(app_containers, **extra):
@@ -91,6 +93,70 @@ def restore_argument_spec(app_containers, **extra):
     )
     spec.update(extra)
     return spec
+
+
+# ---------------------------------------------------------------------------------------------
+# landing the dump while the set is verified
+
+class StagingDump(object):
+    """Lands a custom dump in its temporary directory in a thread, while the set is still being verified.
+
+    Nothing that the restore changes depends on it: the database is dropped only after the verification
+    passed, and a staging that failed (or was not finished) is discarded and the dump is landed again
+    in the restore step, with the errors of that step. The landed dump counts only when the SHA-256 of
+    the payload bytes it was decrypted from (``digest``) is the manifest's (``expected``), the one the
+    verification checked.
+    """
+
+    def __init__(self, db, feed, tmpdir, digest, expected):
+        self.staged = None
+        self.error = None
+        self.seconds = None
+        self._cancel = threading.Event()
+        self._db = db
+        self._feed = feed
+        self._tmpdir = tmpdir
+        self._digest = digest
+        self._expected = expected
+        self._thread = threading.Thread(target=self._run, name='stage-dump')
+        self._thread.daemon = True
+
+    def start(self):
+        self._thread.start()
+        return self
+
+    def _run(self):
+        started = time.time()
+
+        def feed(write):
+            def checked(data):
+                if self._cancel.is_set():
+                    raise RecoveryError('landing the dump was cancelled')
+                write(data)
+            self._feed(checked)
+        try:
+            staged = stage_dump(self._db, feed, self._tmpdir)
+            if self._digest.hexdigest() != self._expected:
+                staged.remove()
+                raise RecoveryError('the payload read while landing the dump differs from the manifest')
+            self.staged = staged
+        except Exception as exc:  # pylint: disable=broad-except
+            self.error = exc
+        self.seconds = round(time.time() - started, 3)
+
+    def finish(self):
+        """Wait for the dump to land; whether it did, how long it took (in all) and why not."""
+        self._thread.join()
+        return {'landed': self.staged is not None, 'seconds': self.seconds,
+                'error': error_text(self.error) if self.error is not None else None}
+
+    def discard(self):
+        """Stop landing and remove what was landed."""
+        self._cancel.set()
+        self._thread.join()
+        staged, self.staged = self.staged, None
+        if staged is not None:
+            staged.remove()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -268,9 +334,13 @@ class DatabaseRestore(object):
         return {'owner': self.owner, 'source': source}
 
     # ----- the steps
-    def verify(self, checksums_only):
+    def verify(self, checksums_only, staging=None):
+        """Verify the set; ``staging`` (landing the dump meanwhile) is waited for once the set passed."""
         checks, _unlisted = verify_set(self.set_dir, self.keys, decrypt='never' if checksums_only else 'always')
-        return {'files': len(checks), 'decrypted': sum(1 for c in checks if c.get('decrypted'))}
+        detail = {'files': len(checks), 'decrypted': sum(1 for c in checks if c.get('decrypted'))}
+        if staging is not None:
+            detail['dump_landed'] = staging.finish()
+        return detail
 
     def stop_apps(self, apps):
         for app in apps:
@@ -342,7 +412,12 @@ class DatabaseRestore(object):
         recreate_database(self.db, self.owner, encoding=self.dbmeta.get('encoding'))
         return {'database': self.db.database, 'owner': self.owner}
 
-    def restore_database(self, set_dir, dbmeta, keys):
+    @staticmethod
+    def database_payload(set_dir, dbmeta, keys, digest=None):
+        """(format, feed) of the database payload of a set: feed(write) streams the plaintext dump.
+
+        digest: a FileDigest that sees every byte of the payload file that is decrypted (see read_payload).
+        """
         path = _backup_set.payload_path(set_dir, dbmeta['payload'])
         description = describe_payload(path)
         fmt = dbmeta.get('format') or description['recorded'].get('dump_format') or 'custom'
@@ -357,11 +432,16 @@ class DatabaseRestore(object):
                     if not count:
                         return
                     write(view[:count])
-            read_payload(path, description, keys, consume)
+            read_payload(path, description, keys, consume, digest=digest)
+        return fmt, feed
 
+    def restore_database(self, set_dir, dbmeta, keys, staging=None):
+        """Restore the set's dump into the recreated database; ``staging``: a StagingDump of this very dump."""
+        fmt, feed = self.database_payload(set_dir, dbmeta, keys)
+        staged = staging.staged if staging is not None else None
         restore_dump(self.db, fmt, feed, jobs=self.params['jobs'], owner=self.restore_role,
-                     tmpdir=self.params['tmpdir'])
-        return {'format': fmt, 'payload': dbmeta['payload']}
+                     tmpdir=self.params['tmpdir'], staged=staged)
+        return {'format': fmt, 'payload': dbmeta['payload'], 'staged_during_verify': staged is not None}
 
     def compare(self, dbmeta):
         actual = count_rows(self.db)
@@ -505,7 +585,31 @@ class DatabaseRestore(object):
         plan = self.make_plan(apps, target_exists, files, env, safety)
         self.result['plan'] = plan
 
-        self.steps.run('verify', self.verify, check_mode)
+        staging = None if check_mode else self.start_staging()
+        try:
+            return self._run_verified(plan, apps, files, env, safety, staging)
+        finally:
+            if staging is not None:
+                staging.discard()
+
+    def start_staging(self):
+        """Land a custom dump in its temporary directory while the set is verified (nothing changes by it)."""
+        expected = self.manifest.get(self.dbmeta['payload'])
+        digest = FileDigest()
+        try:
+            fmt, feed = self.database_payload(self.set_dir, self.dbmeta, self.keys, digest)
+        except RecoveryError:
+            return None  # the verification says what is wrong with the payload
+        if fmt != 'custom' or not expected:
+            return None
+        return StagingDump(self.db, feed, self.params['tmpdir'], digest, expected).start()
+
+    def _run_verified(self, plan, apps, files, env, safety, staging):
+        params = self.params
+        check_mode = self.module.check_mode
+        self.steps.run('verify', self.verify, check_mode, staging)
+        if staging is not None and staging.staged is None:
+            staging = None
         if self.authentik_target:
             self.version_gate(apps, plan)
         health_url = self.health_url(apps) if apps or params['health_url'] else None
@@ -529,7 +633,7 @@ class DatabaseRestore(object):
         # from here on the target is replaced: every failure rolls back to the safety set
         try:
             self.steps.run('recreate_database', self.recreate)
-            self.steps.run('restore_database', self.restore_database, self.set_dir, self.dbmeta, self.keys)
+            self.steps.run('restore_database', self.restore_database, self.set_dir, self.dbmeta, self.keys, staging)
             self.steps.run('compare_counts', self.compare, self.dbmeta)
             if self.authentik_target:
                 self.steps.run('restore_files', self.restore_files, files, env)

@@ -19,6 +19,7 @@ __metaclass__ = type
 import json
 import re
 import threading
+import time
 
 from ansible_collections.idp.recovery.plugins.module_utils._common import RecoveryError
 from ansible_collections.idp.recovery.plugins.module_utils._postgres.connection import failure_lines, quote_literal
@@ -174,6 +175,9 @@ class SnapshotDump(object):
         self.counts = None
         self.sanity = None
         self.dump_stderr = ''
+        # wall seconds of the dump's stages (reported with the result, see stage_seconds)
+        self.timings = {}
+        self._counts_sent = None
 
     def __enter__(self):
         self.session = self.db.session()
@@ -213,10 +217,17 @@ class SnapshotDump(object):
 
     def start_counts(self):
         """Count every table's rows in the snapshot while the dump runs (read by counts_result)."""
+        self._counts_sent = time.time()
         self.session.send(COUNT_ROWS_SQL)
 
     def counts_result(self):
+        waited = time.time()
         text = self.session.receive()
+        done = time.time()
+        self.timings['counts_wait'] = done - waited
+        if self._counts_sent is not None:
+            # an upper bound of the query's own time: it ran alongside pg_dump from _counts_sent on
+            self.timings['counts_wall'] = done - self._counts_sent
         try:
             self.counts = json.loads(text) if text else {}
         except ValueError:
@@ -234,6 +245,7 @@ class SnapshotDump(object):
         """Producer for run_to_file: stream pg_dump's output into sink, then check it."""
         self.sanity = DumpSanity(self.db, self.fmt, self.required_tables)
         proc = None
+        started = time.time()
         try:
             proc = self.db.spawn(self.argv(), bulk_output=True)
             sanity = self.sanity
@@ -245,12 +257,15 @@ class SnapshotDump(object):
                 sanity.feed(data)
                 write(data)
             code = proc.wait()
+            ended = time.time()
+            self.timings['pg_dump'] = ended - started
             self.dump_stderr = proc.stderr_text()
             failed = failure_lines(self.dump_stderr)
             if code != 0 or failed:
                 raise RecoveryError('pg_dump failed in %s (exit code %s): %s' % (
                     self.db.runner.where, code, ' / '.join((failed or self.dump_stderr.splitlines())[-3:]) or 'no message'))
             sanity.finish()
+            self.timings['list_check_wait'] = time.time() - ended
         except BaseException:
             if proc is not None:
                 proc.kill()

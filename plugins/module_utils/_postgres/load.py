@@ -8,7 +8,8 @@
 ``recreate_database`` drops a database and creates it empty; ``restore_dump`` streams a plain dump
 into ``psql`` (one transaction, ON_ERROR_STOP) or lands a custom dump in a private temporary
 directory for ``pg_restore`` (inside the container for container targets, written straight into
-its filesystem from this host when it can), removed afterwards whatever happens.
+its filesystem from this host when it can), removed afterwards whatever happens. ``stage_dump``
+lands a custom dump ahead of time (while the set is still being verified, before anything changes).
 """
 
 from __future__ import absolute_import, division, print_function
@@ -69,13 +70,14 @@ def check_finished(proc, what):
     return stderr
 
 
-def restore_dump(db, fmt, feed, jobs=2, owner=None, tmpdir=None):
+def restore_dump(db, fmt, feed, jobs=2, owner=None, tmpdir=None, staged=None):
     """Restore a dump into db (which must exist, empty).
 
     ``feed(write)`` streams the plaintext dump into write(data). A custom dump lands first in a 0700
     temporary directory (pg_restore --jobs needs a file; inside the container for container
     targets) that is removed afterwards whatever happens; a plain dump streams straight into psql,
-    in one transaction with ON_ERROR_STOP.
+    in one transaction with ON_ERROR_STOP. ``staged``: a custom dump already landed by
+    ``stage_dump`` (``feed`` is then not read; the caller removes it).
     """
     if fmt == 'plain':
         proc = db.spawn(restore_argv(db, 'plain'), stdin=True)
@@ -91,9 +93,13 @@ def restore_dump(db, fmt, feed, jobs=2, owner=None, tmpdir=None):
             raise
         finally:
             proc.close()
-    if isinstance(db.runner, ContainerRunner):
-        return _restore_custom_in_container(db, feed, jobs, owner, tmpdir)
-    return _restore_custom_here(db, feed, jobs, owner, tmpdir)
+    if staged is not None:
+        return _pg_restore(db, staged.path, jobs, owner)
+    staged = stage_dump(db, feed, tmpdir)
+    try:
+        return _pg_restore(db, staged.path, jobs, owner)
+    finally:
+        staged.remove()
 
 
 def _pg_restore(db, path, jobs, owner):
@@ -105,12 +111,34 @@ def _pg_restore(db, path, jobs, owner):
         proc.close()
 
 
-def _restore_custom_here(db, feed, jobs, owner, tmpdir):
+class StagedDump(object):
+    """A custom dump landed in a private temporary directory, for pg_restore; ``remove()`` removes the directory."""
+
+    def __init__(self, path, remover):
+        self.path = path
+        self._remover = remover
+
+    def remove(self):
+        remover, self._remover = self._remover, None
+        if remover is not None:
+            remover()
+
+
+def stage_dump(db, feed, tmpdir=None):
+    """Land the custom dump that ``feed(write)`` streams in a 0700 temporary directory (inside the container for
+    container targets) as a 0600 file; the StagedDump. On failure the directory is removed and the error raised.
+    """
+    if isinstance(db.runner, ContainerRunner):
+        return _stage_in_container(db, feed, tmpdir)
+    return _stage_here(feed, tmpdir)
+
+
+def _stage_here(feed, tmpdir):
     workdir = tempfile.mkdtemp(prefix='idp-restore.', dir=tmpdir)
+    staged = StagedDump(os.path.join(workdir, 'database.pgdump'), lambda: shutil.rmtree(workdir, ignore_errors=True))
     try:
         os.chmod(workdir, 0o700)
-        path = os.path.join(workdir, 'database.pgdump')
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = os.open(staged.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, 'wb') as out:
             def write(data):
                 try:
@@ -118,9 +146,10 @@ def _restore_custom_here(db, feed, jobs, owner, tmpdir):
                 except (OSError, IOError) as exc:
                     raise RecoveryError('cannot write the decrypted dump to %s: %s' % (workdir, exc.strerror or exc))
             feed(write)
-        return _pg_restore(db, path, jobs, owner)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+    except BaseException:
+        staged.remove()
+        raise
+    return staged
 
 
 def _write_through_root(runner, workdir, path, feed):
@@ -148,7 +177,7 @@ def _write_through_root(runner, workdir, path, feed):
     return True
 
 
-def _restore_custom_in_container(db, feed, jobs, owner, tmpdir):
+def _stage_in_container(db, feed, tmpdir):
     engine = db.runner.engine
     container = db.runner.container
     user = db.runner.user
@@ -157,8 +186,9 @@ def _restore_custom_in_container(db, feed, jobs, owner, tmpdir):
     workdir = out.decode('utf-8', 'replace').strip()
     if code != 0 or not workdir.startswith(base.rstrip('/') + '/idp-restore.'):
         raise RecoveryError('cannot create a temporary directory in %s of container %s: %s' % (base, container, err))
+    staged = StagedDump(workdir + '/database.pgdump', lambda: engine.run(container, ['rm', '-rf', workdir], user=user))
     try:
-        path = workdir + '/database.pgdump'
+        path = staged.path
         if not _write_through_root(db.runner, workdir, path, feed):
             # mktemp -d made the directory 0700; the file gets 0600
             writer = engine.exec(container, ['sh', '-c', 'umask 077 && exec cat > "$1"', 'sh', path], user=user,
@@ -172,6 +202,7 @@ def _restore_custom_in_container(db, feed, jobs, owner, tmpdir):
                 check_finished(writer, 'writing the dump into container %s' % container)
             finally:
                 writer.close()
-        return _pg_restore(db, path, jobs, owner)
-    finally:
-        engine.run(container, ['rm', '-rf', workdir], user=user)
+    except BaseException:
+        staged.remove()
+        raise
+    return staged

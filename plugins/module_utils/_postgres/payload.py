@@ -20,12 +20,22 @@ import time
 from ansible_collections.idp.recovery.plugins.module_utils import _backup_set
 from ansible_collections.idp.recovery.plugins.module_utils._authentik.database import REQUIRED_TABLE, read_facts
 from ansible_collections.idp.recovery.plugins.module_utils._common import RecoveryError, remove_quietly
-from ansible_collections.idp.recovery.plugins.module_utils._crypto import encrypt_stages, payload_suffix
+from ansible_collections.idp.recovery.plugins.module_utils._crypto import Compression, encrypt_stages, payload_suffix
 from ansible_collections.idp.recovery.plugins.module_utils._postgres.dump import SnapshotDump, check_snapshot_id
 from ansible_collections.idp.recovery.plugins.module_utils._postgres.facts import SERVER_SQL, server_facts
 from ansible_collections.idp.recovery.plugins.module_utils._stream import run_to_file
 
 DB_PAYLOAD = {'custom': 'database.pgdump', 'plain': 'database.sql'}
+# zstd level of a database dump when compression_level is not given: on two cores the dump shares the
+# machine with the server's COPY, and zstd -1 needs about 40% less CPU than -3 (see the dump modules' docs)
+DUMP_ZSTD_LEVEL = 1
+
+
+def dump_compression(name, level=None):
+    """The compressor of a database dump: ``level``, or for zstd DUMP_ZSTD_LEVEL when it is None."""
+    if level is None and name == 'zstd':
+        level = DUMP_ZSTD_LEVEL
+    return Compression(name, level)
 
 
 def payload_name(base, compressor, backend):
@@ -69,8 +79,10 @@ def dump_database(db, set_dir, fmt, backend, compressor, strict=True, section='a
     _backup_set.begin_payload(set_dir, 'database', 'pg_dump of %s into %s' % (db.where, rel))
     with SnapshotDump(db, fmt, list(required_tables), snapshot=snapshot) as dump:
         facts, authentik = read_facts(dump, strict)
+        facts_done = time.time()
         dump.start_counts()
         sha256, size = run_to_file(dump.produce, stages, dest)
+        written = time.time()
         try:
             counts = dump.counts_result()
         except RecoveryError:
@@ -78,7 +90,9 @@ def dump_database(db, set_dir, fmt, backend, compressor, strict=True, section='a
             raise
         sanity = dump.sanity
         snapshot_id = dump.source
+        timings = dict(dump.timings)
     seconds = round(time.time() - started, 3)
+    stage_seconds = _stage_seconds(timings, facts_done - started, written - facts_done)
     info = backend.public_description()
     info.update({
         'format': 'raw',
@@ -120,7 +134,26 @@ def dump_database(db, set_dir, fmt, backend, compressor, strict=True, section='a
         remove_quietly(dest)
         raise
     _backup_set.end_payload(set_dir, 'database')
+    # reported with the module's result only, not recorded in the set
+    info['stage_seconds'] = stage_seconds
     return rel, info, metadata
+
+
+def _stage_seconds(timings, facts, to_file):
+    """Wall seconds of the dump's stages, in the order they end.
+
+    snapshot_facts: the session, its snapshot and the facts; pg_dump: pg_dump from its start to its
+    exit (the row counts and the compressor run alongside); list_check_wait: the wait for
+    ``pg_restore --list`` after pg_dump's end; drain_fsync: the rest of writing the payload (the
+    compressor's and encryptor's tail, fsync, rename); counts_wait: the wait for the row counts
+    after that (counts_wall: from the query's start to its answer, an upper bound of its time).
+    """
+    stages = {'snapshot_facts': facts}
+    for name in ('pg_dump', 'list_check_wait', 'counts_wait', 'counts_wall'):
+        if name in timings:
+            stages[name] = timings[name]
+    stages['drain_fsync'] = max(0.0, to_file - timings.get('pg_dump', 0.0) - timings.get('list_check_wait', 0.0))
+    return dict((name, round(value, 3)) for name, value in stages.items())
 
 
 def database_step(db, set_dir, fmt, backend, compressor, force=False, check_mode=False, section='authentik',
@@ -161,6 +194,7 @@ def _database_result(rel, info, database, changed):
         'size': info.get('size'),
         'dump_bytes': (info.get('source') or {}).get('bytes'),
         'seconds': info.get('seconds'),
+        'stage_seconds': info.get('stage_seconds'),
         'tables': len(database.get('tables') or {}),
         'rows_total': database.get('rows_total'),
         'snapshot': database.get('snapshot'),

@@ -19,6 +19,7 @@ from ansible_collections.idp.recovery.plugins.module_utils._ory.client import (
     OryConnection,
     backoff_delay,
     error_message,
+    parse_limit_policies,
     parse_link_header,
     parse_reset,
 )
@@ -168,6 +169,38 @@ def test_remaining_zero_paces_the_next_request():
     assert clock.sleeps == [2.0]
     made.request('GET', '/admin/identities')
     assert clock.sleeps == [2.0]
+
+
+def test_parse_limit_policies():
+    assert parse_limit_policies('10, 10;w=1, 300;w=60') == (10, {1: 10, 60: 300})
+    assert parse_limit_policies('175') == (175, {})
+    assert parse_limit_policies(None) == (None, {})
+    assert parse_limit_policies('many') == (None, {})
+
+
+def _paced(limit, reset='1'):
+    """Three answers that spend a one-second window of 3, each taking 0.05 s, then a fourth request."""
+    made, script, clock = client([(200, {'x-ratelimit-limit': limit, 'x-ratelimit-remaining': str(left),
+                                         'x-ratelimit-reset': reset}, []) for left in (2, 1, 0)] + [(200, {}, [])])
+    opener = made._open
+
+    def slow(*args):
+        clock.now += 0.05
+        return opener(*args)
+    made._open = slow
+    for _n in range(4):
+        made.request('PATCH', '/admin/identities', json_body={})
+    return clock.sleeps
+
+
+def test_a_spent_burst_window_ends_one_second_after_its_first_answer():
+    # the window began before the first request reached the server (answered at 100.05): the fourth goes at
+    # 101.06, not a whole second (x-ratelimit-reset) after the third answer (100.15)
+    assert _paced('3, 3;w=1, 175;w=60') == [pytest.approx(0.91)]
+    # without the burst policy in the header, or when the sustained window is the one spent: the reset
+    assert _paced('175') == [1.0]
+    assert _paced('175, 3;w=1, 175;w=60') == [1.0]
+    assert _paced('3, 3;w=1, 175;w=60', reset='7') == [pytest.approx(0.91)]
 
 
 def test_5xx_and_timeouts_are_retried_then_give_up_clearly():
