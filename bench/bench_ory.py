@@ -246,14 +246,15 @@ def markdown(data):
              '|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|']
     for row in data['module']:
         critical = row.get('critical_minimum_seconds', row['minimum_seconds'])
-        lines.append('| %s | %.1f s | %.1f s | %.2fx | %s | %.1f s | %.2fx | %.1f s | %.2fx | %d | %d | %d | %.1f MiB '
-                     '| %.1f MiB (%s) | %s |' % (
+        cells = (
             row['label'], row['seconds'], row['minimum_seconds'], row['ratio'],
             'PASS' if row['ratio'] <= GOAL_RATIO and row['failed_requests'] == 0 else 'MISS',
             critical, row.get('critical_ratio') or (row['seconds'] / critical if critical else 0),
             row['standin_bound_seconds'], row['standin_bound_ratio'], row['requests'],
             row['failed_requests'], row['rate_limited_requests'], row['python_rss_mib'], row['child_rss_mib'],
-            row['child_name'] or '-', 'PASS' if row['python_rss_mib'] <= GOAL_RSS_MIB else 'MISS'))
+            row['child_name'] or '-', 'PASS' if row['python_rss_mib'] <= GOAL_RSS_MIB else 'MISS')
+        lines.append('| %s | %.1f s | %.1f s | %.2fx | %s | %.1f s | %.2fx | %.1f s | %.2fx | %d | %d | %d | %.1f MiB '
+                     '| %.1f MiB (%s) | %s |' % cells)
     lines += ['', 'The verdict is against the summed limit-bound minimum, as the goal defines it. The critical-path '
               'minimum is the tighter lower bound of a module that writes buckets side by side (see Method); it is '
               'shown for information.', '',

@@ -42,6 +42,9 @@ INSERT INTO public.account (name) SELECT 'account ' || n FROM generate_series(1,
 INSERT INTO books.entry (account, cents) SELECT 1 + n % 40, n * 3 FROM generate_series(1, {entries}) AS n;
 """.format(entries=ENTRIES)
 SCRATCH_FILTER = 'label=io.idp-recovery.scratch=true'
+# a benchmark of the stock tools in the schema of docs/performance.json
+BENCHMARK = Path(__file__).resolve().parents[1] / 'fixtures' / 'drill' / 'performance.json'
+THROUGHPUT_TASK = ": Show what limits each service's recovery time and each step's throughput against the stock tools"
 ORY_IDENTITIES = 24
 
 
@@ -495,6 +498,9 @@ def test_failing_sql_check_fails_the_drill_and_removes_the_container(pg_set, dri
         assert run.report['result'] == 'failed' and found['result'] == 'failed'
         assert found.get('error') is None, found
         assert [s['name'] for s in found['steps']] == ['pick', 'verify', 'start scratch database', 'restore', 'checks']
+        # the benchmark shipped in the collection by default (a missing one is no benchmark on record)
+        assert run.report['benchmark']['source'].endswith('/idp/recovery/docs/performance.json'), run.report['benchmark']
+        assert found['steps'][3]['throughput']['mib_per_s'] > 0
         assert found['target'].startswith('scratch container %s (%s, PostgreSQL 15.' % (scratch, IMAGE_15))
         by_name = dict((c['name'], c) for c in found['checks'])
         assert by_name['row counts']['ok'] is True and by_name['row counts']['expected'] == sum(counts.values())
@@ -513,11 +519,29 @@ def test_scratch_keep_leaves_the_restored_container(pg_set, offsite, drill):
     _root, set_dir, counts = pg_set
     scratch = _unique('keep')
     try:
-        run = drill([_pg_service(scratch_name=scratch)], drill_offsite=offsite, drill_scratch_keep=True)
+        run = drill([_pg_service(scratch_name=scratch)], drill_offsite=offsite, drill_scratch_keep=True,
+                    drill_benchmark_file=str(BENCHMARK))
         assert run.rc == 0, run
         assert run.report['result'] == 'passed'
         found = run.service(SERVICE)
         assert [s['name'] for s in found['steps']] == ['fetch', 'verify', 'start scratch database', 'restore', 'checks']
+        # each step's throughput next to the stock tool's in the benchmark, and the step that limits the recovery
+        throughput = dict((s['name'], s['throughput']) for s in found['steps'])
+        for name, stock in (('fetch', 'upload'), ('verify', 'read_test'), ('restore', 'restore')):
+            assert throughput[name]['bytes'] > 0 and throughput[name]['mib_per_s'] > 0, throughput[name]
+            assert throughput[name]['stock_step'] == stock and throughput[name]['ratio'] > 0, throughput[name]
+        assert throughput['restore']['stock']['tool'] == 'gunzip -c FILE | psql'
+        assert throughput['restore']['bytes'] >= 1024 * 1024, throughput['restore']  # the database's size
+        assert throughput['checks']['mib_per_s'] is None and throughput['checks']['note'] == 'no stock counterpart'
+        assert [name for name, found_step in throughput.items() if found_step['limiting']] == [
+            found['limiting_step']['name']]
+        assert run.report['benchmark']['source'] == str(BENCHMARK) and run.report['benchmark']['problem'] is None
+        page = (run.report_dir / 'latest.html').read_text(encoding='utf-8')
+        assert 'Stock tool in the last benchmark' in page and 'gunzip -c FILE | psql: 40.0 MiB/s (1G)' in page
+        lines = run.task(THROUGHPUT_TASK)[0]['results'][0]['msg']
+        assert lines[0].startswith('%s: %s limits the recovery time' % (SERVICE, found['limiting_step']['name'])), lines
+        restore_line = next(line for line in lines if line.lstrip().startswith('restore'))
+        assert ' MiB/s; stock gunzip -c FILE | psql: 40.0 MiB/s (1G), ' in restore_line, lines
         assert found['stamp'] == set_dir.name and offsite['target'] in found['source'], found
         # the fetched copy is gone, the offsite copy is still there
         work = run.report_dir.parent / 'work'

@@ -213,7 +213,7 @@ def _throughput_cells(found):
     """The share, throughput, stock and ratio cells of a step."""
     share = share_text(found) or ''
     if found['limiting']:
-        share = '%s %s' % (_LIMITING, share)
+        share = '%s %s, limiting' % (_LIMITING, share)
     stock = stock_text(found)
     ratio = ratio_text(found)
     if ratio is None and found['stock'] is not None:

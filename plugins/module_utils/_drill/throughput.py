@@ -260,7 +260,10 @@ def stock_text(throughput):
 
 
 def ratio_text(throughput):
-    return '%.2fx' % throughput['ratio'] if throughput['ratio'] is not None else None
+    """'0.87x' (the step's rate over the stock tool's), '<0.01x', or None."""
+    if throughput['ratio'] is None:
+        return None
+    return '%.2fx' % throughput['ratio'] if throughput['ratio'] >= 0.01 else '<0.01x'
 
 
 def share_text(throughput):
@@ -268,6 +271,8 @@ def share_text(throughput):
 
 
 def _number(value):
+    if value < 0.01:
+        return '<0.01'
     if value >= 100:
         return '%d' % int(round(value))
     if value >= 10:
