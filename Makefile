@@ -96,13 +96,13 @@ test: setup sanity units integration lint molecule
 BENCH ?= all
 bench: setup
 	@ran=0; \
-	if [[ $(BENCH) == all || " $(BENCH) " == *" archive "* ]]; then \
+	if [[ "$(BENCH)" == all || " $(BENCH) " == *" archive "* ]]; then \
 		ran=1; $(VENV)/bin/python bench/perfdoc.py run archive -- $(VENV)/bin/python bench/run.py $(BENCH_ARGS); \
 	fi; \
 	for script in bench/bench_*.py; do \
 		[[ -f $$script ]] || continue; \
 		name=$$(basename "$$script" .py); name=$${name#bench_}; \
-		if [[ $(BENCH) == all || " $(BENCH) " == *" $$name "* ]]; then \
+		if [[ "$(BENCH)" == all || " $(BENCH) " == *" $$name "* ]]; then \
 			ran=1; $(VENV)/bin/python bench/perfdoc.py run "$$name" -- $(VENV)/bin/python "$$script"; \
 		fi; \
 	done; \

@@ -134,6 +134,7 @@ def test_performance_json_schema():
     assert data['stock']['upload'] == {'tool': 'rclone copy', 'mib_per_s': 64.0, 'size': '1G'}
     assert data['stock']['ory_export']['tool'] == 'rate-limit-bound minimum'
     assert round(data['stock']['ory_export']['mib_per_s']) == 833
+    assert data['stock']['ory_export']['unit'] == 'identities/s' and 'unit' not in data['stock']['upload']
     json.dumps(data)
 
 
