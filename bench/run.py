@@ -1197,9 +1197,11 @@ def render_markdown(facts, repeat, measurements, startup=None, verdicts=None, re
         'rerun can be skipped), the SHA-256 of the payload (for the manifest), a temporary name, `fsync` and '
         'rename, and a metadata fragment for the backup set; the source passes through the module\'s process '
         'on its way to `zstd` (one more pipe than `zstd < FILE`);')
-    add('- extracting: a tar reader in Python that refuses unsafe members, the content digest of what was '
-        'extracted compared with the one recorded at backup time, `fsync` of a single-file result, and a '
-        'temporary directory renamed into place;')
+    add('- extracting: the SHA-256 of the payload checked against its set\'s manifest (computed from the bytes '
+        'fed to the decryptor, in the same pass), a tar reader in Python that refuses unsafe members, the content '
+        'digest of what was extracted compared with the one recorded at backup time (a single file is written by '
+        '`zstd` itself and read back behind it for that digest), `fsync` of a single-file result, and a temporary '
+        'name renamed into place;')
     add('- the read test: the SHA-256 of every file in the manifest (of a payload, computed from the bytes fed to '
         'the decryptor, in the same pass), and, for a directory payload, a walk of the tar stream member by member '
         '(so `zstd` writes into a pipe, not to /dev/null);')

@@ -19,6 +19,7 @@ import hashlib
 import os
 import stat
 import tarfile
+import time
 
 from ansible_collections.idp.recovery.plugins.module_utils._common import CHUNK_SIZE, RecoveryError
 from ansible_collections.idp.recovery.plugins.module_utils._stream import (
@@ -300,15 +301,6 @@ def open_tar_stream(stream):
     """(TarFile, TarStream) reading a tar stream as ``tarfile.open(fileobj=stream, mode='r|')`` does."""
     reader = TarStream(stream)
     return tarfile.TarFile(fileobj=reader, mode='r'), reader
-
-
-def start_writeback(out, fd, start, end):
-    """_stream.start_writeback for a buffered file object out (open at fd): what out holds is flushed first."""
-    try:
-        out.flush()
-    except (OSError, ValueError):
-        return end
-    return start_fd_writeback(fd, start, end)
 
 
 def _safe_name(name):
@@ -681,33 +673,54 @@ class CountingSink(object):
         return self.bytes
 
 
-class RawWriter(object):
-    """A consumer that writes the stream to a file object and hashes it (at most max_bytes)."""
+class FileFollower(object):
+    """A consumer for run_from_file(output=FD): hashes the file at path while the last stage writes it there.
 
-    def __init__(self, out, max_bytes=None):
-        self.out = out
+    The stage writes the file itself (no pipe, no copy through Python); this reads each byte once,
+    behind the writer, and stops the stages (UnsafeArchive) as soon as the file passes max_bytes.
+    Write-back to disk starts every WRITEBACK_STEP bytes, so the final fsync has little left to wait
+    for. With pipeline None the file is complete already.
+    """
+
+    POLL_SECONDS = 0.002
+
+    def __init__(self, path, max_bytes=None):
+        self.path = path
         self.max_bytes = max_bytes
         self.sha256 = hashlib.sha256()
         self.bytes = 0
 
-    def __call__(self, stream):
-        try:
-            fd = self.out.fileno()
-        except (AttributeError, OSError, ValueError):
-            fd = None   # not a file on disk (io.UnsupportedOperation is an OSError and a ValueError)
-        state = {'flushed': 0}
+    def _too_big(self, size):
+        return self.max_bytes is not None and size > self.max_bytes
 
-        def write(data):
-            self.bytes += len(data)
-            if self.max_bytes is not None and self.bytes > self.max_bytes:
-                raise UnsafeArchive('the payload expands beyond the %d bytes recorded at backup: refusing' % self.max_bytes)
-            self.sha256.update(data)
-            self.out.write(data)
-            if fd is not None and self.bytes - state['flushed'] >= WRITEBACK_STEP:
-                state['flushed'] = start_writeback(self.out, fd, state['flushed'], self.bytes)
+    def __call__(self, pipeline):
+        writer = pipeline.stages[-1].proc if pipeline is not None else None
+        buf = bytearray(CHUNK_SIZE)
+        view = memoryview(buf)
+        flushed = 0
+        ended = writer is None
         self.bytes = 0
-        copy_stream(stream, write)
-        return self.bytes
+        with open(self.path, 'rb', buffering=0) as source:
+            fd = source.fileno()
+            while True:
+                count = source.readinto(buf)
+                if count:
+                    self.bytes += count
+                    if self._too_big(self.bytes):
+                        break
+                    self.sha256.update(view[:count])
+                    if self.bytes - flushed >= WRITEBACK_STEP:
+                        flushed = start_fd_writeback(fd, flushed, self.bytes)
+                    continue
+                if ended:
+                    return self.bytes
+                if self._too_big(os.fstat(fd).st_size):
+                    break
+                # the writer wrote all it had: once it has ended, one more read takes its last bytes
+                ended = writer.poll() is not None
+                if not ended:
+                    time.sleep(self.POLL_SECONDS)
+        raise UnsafeArchive('the payload expands beyond the %d bytes recorded at backup: refusing' % self.max_bytes)
 
     def digest(self):
         return DIGEST_PREFIX_FILE + self.sha256.hexdigest()

@@ -965,6 +965,17 @@ def verify_checksums(set_dir, reader=None):
 
 def verified_file(set_dir, rel, manifest=None):
     """payload_path(), after the file and metadata.json were checked against the manifest."""
+    entry = trusted_entry(set_dir, rel, manifest)
+    check_file(entry)
+    return entry['path']
+
+
+def trusted_entry(set_dir, rel, manifest=None):
+    """What the set says of a file it lists, once metadata.json was checked against the manifest.
+
+    A dict: set_dir, rel, path (payload_path()), sha256 (the manifest's), recorded (its record in
+    metadata.json, or None). The file itself is not read: check_file() does that.
+    """
     manifest = _manifest_dict(set_dir, manifest)
     full = payload_path(set_dir, rel, manifest)
     recorded = None
@@ -973,10 +984,15 @@ def verified_file(set_dir, rel, manifest=None):
         if not check['ok']:
             raise RecoveryError('backup set %s failed verification: %s' % (set_dir, check['error']), path=set_dir)
         recorded = (read_metadata(set_dir).get('payloads') or {}).get(rel)
-    check = check_entry(set_dir, rel, manifest[rel], recorded)
+    return {'set_dir': set_dir, 'rel': rel, 'path': full, 'sha256': manifest[rel], 'recorded': recorded}
+
+
+def check_file(entry, read=hash_file):
+    """Raise the set's verification error unless the file of a trusted_entry() matches it (read: see check_entry)."""
+    check = check_entry(entry['set_dir'], entry['rel'], entry['sha256'], entry['recorded'], read)
     if not check['ok']:
-        raise RecoveryError('backup set %s failed verification: %s' % (set_dir, check['error']), path=set_dir)
-    return full
+        raise RecoveryError('backup set %s failed verification: %s' % (entry['set_dir'], check['error']),
+                            path=entry['set_dir'])
 
 
 def remove(set_dir, check_mode=False):

@@ -30,6 +30,10 @@ _FINGERPRINT = re.compile(r'^(0x)?([0-9A-Fa-f]{16}|[0-9A-Fa-f]{40}|[0-9A-Fa-f]{6
 WRONG_KEY = 'wrong_key'
 CORRUPT = 'corrupt'
 TOOL = 'tool'
+UNWRITABLE = 'unwritable'
+
+# what a stage says when the place it writes to is full: the payload is fine, the destination is not
+WRITE_ERRORS = ('No space left on device', 'Disk quota exceeded', 'File too large')
 
 
 class Keys(object):
@@ -356,6 +360,11 @@ def describe_from_name(path):
 
 def explain_failure(path, failures, backend):
     """Turn pipeline failures into one clear sentence naming the payload."""
+    # a stage that writes the output itself and found no room: the others only saw it stop
+    for name, code, tail in failures:
+        for error in WRITE_ERRORS:
+            if error in tail:
+                return UNWRITABLE, '%s: cannot write what it holds: %s: %s' % (path, name, error)
     # the decryptor is the authority: look at it first
     for name, code, tail in failures:
         if name in ('age', 'gpg'):

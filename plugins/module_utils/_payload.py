@@ -17,7 +17,7 @@ from ansible_collections.idp.recovery.plugins.module_utils import _backup_set
 from ansible_collections.idp.recovery.plugins.module_utils._archive import (
     CountingSink,
     FileProducer,
-    RawWriter,
+    FileFollower,
     SafeExtractor,
     TarProducer,
     content_digest,
@@ -148,12 +148,13 @@ def describe_payload(path, encryption=None, compression=None, fmt=None):
     }
 
 
-def read_payload(path, description, keys, consume, digest=None, last_stage=None):
+def read_payload(path, description, keys, consume, digest=None, last_stage=None, output=None):
     """Decrypt and decompress the payload at path into consume(stream).
 
     digest: a FileDigest that sees every byte of the payload file on its way to the decryptor (one
     read of the file); it covers the whole file when this returns or raises.
     last_stage: a stage that stands for the decompressor (Compression.test_stage).
+    output: a file descriptor the decompressor writes to itself; consume follows it (see run_from_file).
     """
     backend = encryption_backend(description['encryption'])
     if not keys.can_decrypt(description['encryption']):
@@ -165,8 +166,8 @@ def read_payload(path, description, keys, consume, digest=None, last_stage=None)
         stages[-1] = last_stage
     try:
         if digest is not None:
-            return run_from_file_hashed(path, stages, consume, digest)
-        return run_from_file(path, stages, consume)
+            return run_from_file_hashed(path, stages, consume, digest, output)
+        return run_from_file(path, stages, consume, output)
     except PipelineError as exc:
         kind, msg = explain_failure(path, exc.failures, backend)
         raise RecoveryError(msg, path=path, reason=kind)
@@ -212,16 +213,23 @@ def extract_payload(src, dest, keys, encryption=None, compression=None, fmt=None
     """Extract a payload into dest (a directory for tar payloads, a file for raw ones).
 
     A payload of a complete set must be a file its manifest lists, reached without a symbolic
-    link; unless the caller has just verified the whole set (verified), it and metadata.json are
-    checked against the manifest and the recorded SHA-256 before anything is read.
+    link; unless the caller has just verified the whole set (verified), metadata.json is checked
+    against the manifest before anything is read, and the payload's SHA-256 against the manifest
+    as it is decrypted (_read_checked), before what came out leaves its temporary place. Under
+    check mode, or when dest exists, the payload is checked in full first.
     """
     set_dir = _backup_set.find_set_dir(src)
+    entry = None
     if set_dir is not None and _backup_set.is_complete(set_dir):
         rel = _rel_in_set(set_dir, src)
         if verified:
             _backup_set.payload_path(set_dir, rel)
         else:
-            _backup_set.verified_file(set_dir, rel)
+            entry = _backup_set.trusted_entry(set_dir, rel)
+            if check_mode or os.path.lexists(dest):
+                # nothing may be extracted: the payload is checked before anything else, as a whole
+                _backup_set.check_file(entry)
+                entry = None
     if not os.path.isfile(src):
         raise RecoveryError('payload %s does not exist' % src, path=src)
     description = describe_payload(src, encryption, compression, fmt)
@@ -244,7 +252,7 @@ def extract_payload(src, dest, keys, encryption=None, compression=None, fmt=None
         tmp = tempfile.mkdtemp(prefix='.%s.extract-' % os.path.basename(dest), dir=parent)
         try:
             extractor = SafeExtractor(tmp, max_bytes=limit)
-            read_payload(src, description, keys, extractor)
+            _read_checked(src, description, keys, extractor, entry)
             result.update({'files': extractor.files, 'bytes': extractor.bytes})
             if wanted and extractor.tree_digest() != wanted:
                 raise RecoveryError('%s: extracted tree does not match the recorded source digest' % src, path=src)
@@ -256,11 +264,12 @@ def extract_payload(src, dest, keys, encryption=None, compression=None, fmt=None
         tmp = temp_path_beside(dest, 'extract')
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, 'wb') as out:
-                writer = RawWriter(out, max_bytes=limit)
-                read_payload(src, description, keys, writer)
-                out.flush()
-                os.fsync(out.fileno())
+            try:
+                writer = FileFollower(tmp, max_bytes=limit)
+                _read_checked(src, description, keys, writer, entry, output=fd)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
             if wanted and writer.digest() != wanted:
                 raise RecoveryError('%s: extracted content does not match the recorded source digest' % src, path=src)
             result.update({'files': 1, 'bytes': writer.bytes})
@@ -272,6 +281,30 @@ def extract_payload(src, dest, keys, encryption=None, compression=None, fmt=None
             remove_quietly(tmp)
             raise
     result['digest_checked'] = bool(wanted)
+    return result
+
+
+def _read_checked(src, description, keys, consume, entry, output=None):
+    """read_payload(); with entry (a _backup_set.trusted_entry of src) the payload's SHA-256 is computed as
+    the decryptor reads it (one read of the file) and checked against the set once it was read.
+
+    Whatever came out lies only in a temporary place until this returns. A payload that does not
+    match its set raises the set's verification error, whatever reading it made of the bytes, as
+    checking it first would; one that matches raises what reading it raised, if anything.
+    """
+    if entry is None:
+        return read_payload(src, description, keys, consume, output=output)
+    digest = FileDigest()
+    try:
+        result = read_payload(src, description, keys, consume, digest, output=output)
+    except RecoveryError as exc:
+        if exc.details.get('reason') == 'unreadable':
+            def unreadable(_path):
+                raise exc
+            _backup_set.check_file(entry, unreadable)
+        _backup_set.check_file(entry, lambda _path: (digest.hexdigest(), digest.size))
+        raise
+    _backup_set.check_file(entry, lambda _path: (digest.hexdigest(), digest.size))
     return result
 
 

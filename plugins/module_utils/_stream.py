@@ -89,11 +89,16 @@ def _read_tail(handle):
 
 
 class Pipeline(object):
-    """Start a chain of stages; ``stdin`` is a file object, a file descriptor or PIPE."""
+    """Start a chain of stages; ``stdin`` is a file object, a file descriptor or PIPE.
 
-    def __init__(self, stages, stdin=subprocess.PIPE):
+    ``stdout``, a file descriptor, is where the last stage writes (its ``stdout`` property is then
+    None); by default it writes into a pipe that the caller reads.
+    """
+
+    def __init__(self, stages, stdin=subprocess.PIPE, stdout=None):
         self.stages = list(stages)
         self._stdin = stdin
+        self._stdout = stdout
         self._started = False
 
     def __enter__(self):
@@ -136,9 +141,10 @@ class Pipeline(object):
                 env = dict(os.environ)
                 env.update(stage.env)
             try:
+                last = index == len(self.stages) - 1
                 stage.proc = subprocess.Popen(
-                    argv, stdin=upstream, stdout=subprocess.PIPE, stderr=stage.stderr, bufsize=CHUNK_SIZE,
-                    pass_fds=pass_fds, close_fds=True, env=env)
+                    argv, stdin=upstream, stdout=self._stdout if last and self._stdout is not None else subprocess.PIPE,
+                    stderr=stage.stderr, bufsize=CHUNK_SIZE, pass_fds=pass_fds, close_fds=True, env=env)
             except OSError as exc:
                 self.kill()
                 self.close()
@@ -146,7 +152,8 @@ class Pipeline(object):
             finally:
                 if secret_r is not None:
                     os.close(secret_r)
-            grow_pipe(stage.proc.stdout)
+            if stage.proc.stdout is not None:
+                grow_pipe(stage.proc.stdout)
             if index == 0 and stage.proc.stdin is not None:
                 grow_pipe(stage.proc.stdin)
             if index > 0:
@@ -454,11 +461,13 @@ def run_to_file(produce, stages, dest):
         raise
 
 
-def run_from_file(path, stages, consume):
+def run_from_file(path, stages, consume, output=None):
     """Stream the file at path through ``stages`` and hand the output stream to ``consume``.
 
     ``consume(stream)`` must read the stream to its end. Returns what consume returns; raises
     PipelineError when a stage fails, after the consumer finished or failed.
+    With ``output`` (a file descriptor) the last stage writes there itself, and ``consume(pipeline)``
+    follows what it writes until the stages end (FileFollower); a consumer that fails stops the stages.
     """
     try:
         source = open(path, 'rb', buffering=0)
@@ -466,19 +475,25 @@ def run_from_file(path, stages, consume):
         raise RecoveryError('cannot read %s: %s' % (path, exc.strerror or exc), path=path)
     with source:
         if not stages:
-            return consume(source)
-        with Pipeline(stages, stdin=source) as pipe:
+            if output is None:
+                return consume(source)
+            copy_stream(source, lambda data: write_all(output, data))
+            return consume(None)
+        with Pipeline(stages, stdin=source, stdout=output) as pipe:
             consumer_error = None
             result = None
             try:
-                result = consume(pipe.stdout)
-                # drain what the consumer left (a trailer), so every stage can finish
-                copy_stream(pipe.stdout, lambda data: None)
+                if output is not None:
+                    result = consume(pipe)
+                else:
+                    result = consume(pipe.stdout)
+                    # drain what the consumer left (a trailer), so every stage can finish
+                    copy_stream(pipe.stdout, lambda data: None)
             except RecoveryError as exc:
                 consumer_error = exc
                 # a consumer often fails because a stage failed (wrong key, corrupted data): read
                 # on, within a bound, so that the stages finish and tell; killed stages say nothing
-                if not _drain(pipe.stdout, VERDICT_DRAIN):
+                if output is not None or not _drain(pipe.stdout, VERDICT_DRAIN):
                     pipe.kill()
             failures = pipe.wait()
         if failures:
@@ -503,7 +518,7 @@ class FileDigest(object):
         return self.sha256.hexdigest()
 
 
-def run_from_file_hashed(path, stages, consume, digest):
+def run_from_file_hashed(path, stages, consume, digest, output=None):
     """run_from_file(), reading the file once: each chunk read goes to the first stage, then through digest.update().
 
     The file is read to its end even when the stages stop reading early (a wrong key, a damaged
@@ -543,7 +558,7 @@ def run_from_file_hashed(path, stages, consume, digest):
         try:
             # run_from_file takes over read_end (open() accepts a descriptor) and closes it when done,
             # so the feeder can never block on a pipe that nobody reads
-            result = run_from_file(read_end, stages, consume)
+            result = run_from_file(read_end, stages, consume, output)
         except RecoveryError:
             feeder.join()
             # a file that could not be read explains whatever the stages made of it

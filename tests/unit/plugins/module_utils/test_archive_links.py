@@ -8,6 +8,7 @@
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
+import hashlib
 import io
 import os
 import tarfile
@@ -15,12 +16,14 @@ import tarfile
 import pytest
 
 from ansible_collections.idp.recovery.plugins.module_utils._archive import (
+    DIGEST_PREFIX_FILE,
     MAX_LINK_HOPS,
-    RawWriter,
+    FileFollower,
     SafeExtractor,
     UnsafeArchive,
     resolve_link,
 )
+from ansible_collections.idp.recovery.plugins.module_utils._stream import Stage, run_from_file
 
 CHAIN = {'d1/d2/b': '../..'}
 
@@ -154,10 +157,49 @@ def test_extractor_stops_beyond_the_recorded_bytes(tmp_path):
     assert sorted(os.listdir(str(exact))) == ['a', 'b']
 
 
-def test_raw_writer_stops_beyond_the_recorded_bytes():
-    out = io.BytesIO()
+def _follow(tmp_path, data, max_bytes, writer=('cat',)):
+    """Run writer (a real process) from a file holding data into out, followed by a FileFollower."""
+    src = tmp_path / 'src'
+    src.write_bytes(data)
+    out = tmp_path / 'out'
+    fd = os.open(str(out), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        follower = FileFollower(str(out), max_bytes=max_bytes)
+        return follower, run_from_file(str(src), [Stage('writer', list(writer))], follower, output=fd)
+    finally:
+        os.close(fd)
+
+
+def test_file_follower_hashes_what_a_process_writes_while_it_writes(tmp_path):
+    # several MiB, written slowly in 64 KiB pieces by the shell (49 pieces; the last reads find the end of
+    # the input and copy nothing): the follower catches up and waits many times
+    data = os.urandom(3 * 1024 * 1024 + 17)
+    follower, count = _follow(tmp_path, data, len(data),
+                              ('sh', '-c', 'for i in $(seq 60); do dd bs=65536 count=1 iflag=fullblock status=none; sleep 0.001; done'))
+    assert count == len(data) == follower.bytes
+    assert follower.digest() == DIGEST_PREFIX_FILE + hashlib.sha256(data).hexdigest()
+    assert (tmp_path / 'out').read_bytes() == data
+
+
+def test_file_follower_stops_the_writer_beyond_the_recorded_bytes(tmp_path):
     with pytest.raises(UnsafeArchive, match='expands beyond the 10 bytes recorded at backup: refusing'):
-        RawWriter(out, max_bytes=10)(io.BytesIO(b'0123456789A'))
-    assert len(out.getvalue()) <= 10
-    exact = RawWriter(io.BytesIO(), max_bytes=10)
-    assert exact(io.BytesIO(b'0123456789')) == 10
+        _follow(tmp_path, b'0123456789A', 10)
+    exact_dir = tmp_path / 'exact'
+    exact_dir.mkdir()
+    exact, count = _follow(exact_dir, b'0123456789', 10)
+    assert count == 10 and exact.digest() == DIGEST_PREFIX_FILE + hashlib.sha256(b'0123456789').hexdigest()
+
+
+def test_file_follower_stops_an_endless_writer(tmp_path):
+    # /dev/zero never ends: only the follower's limit stops it, and the file stays near the limit
+    with pytest.raises(UnsafeArchive, match='expands beyond the 1048576 bytes'):
+        _follow(tmp_path, b'', 1024 * 1024, ('cat', '/dev/zero'))
+    assert os.path.getsize(str(tmp_path / 'out')) < 1024 * 1024 * 1024
+
+
+def test_file_follower_of_a_complete_file(tmp_path):
+    out = tmp_path / 'done'
+    out.write_bytes(b'x' * 11)
+    assert FileFollower(str(out), max_bytes=11)(None) == 11
+    with pytest.raises(UnsafeArchive):
+        FileFollower(str(out), max_bytes=10)(None)

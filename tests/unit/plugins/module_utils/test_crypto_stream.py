@@ -13,6 +13,7 @@ import pytest
 from ansible_collections.idp.recovery.plugins.module_utils._common import RecoveryError
 from ansible_collections.idp.recovery.plugins.module_utils._crypto import (
     CORRUPT,
+    UNWRITABLE,
     WRONG_KEY,
     AgeBackend,
     Compression,
@@ -92,6 +93,14 @@ def test_explain_failure_classifies():
     assert kind == CORRUPT and 'corrupted or truncated' in msg
     kind, _msg = explain_failure('/s/p.gpg', [('gpg', 2, 'gpg: decryption failed: Bad session key')], PassphraseBackend())
     assert kind == WRONG_KEY
+
+
+def test_explain_failure_names_a_full_destination():
+    # zstd -d writing the output itself onto a full disk; age then dies of the closed pipe, silently
+    failures = [('age', 1, ''), ('zstd', 70, 'zstd: error 70 : Write error : cannot write block : No space left on device')]
+    kind, msg = explain_failure('/s/p.zst.age', failures, AgeBackend())
+    assert kind == UNWRITABLE
+    assert msg == '/s/p.zst.age: cannot write what it holds: zstd: No space left on device'
 
 
 def test_pipeline_round_trip_through_real_processes(tmp_path):
