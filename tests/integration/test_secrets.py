@@ -13,6 +13,8 @@ import os
 import select
 import stat
 import time
+
+import pytest
 from recovery_support import kill_tree, make_tree, random_file, snapshot
 
 DEADLINE = 60
@@ -81,6 +83,36 @@ def test_secrets_stay_out_of_verbose_output(tmp_path, run_playbook, keys, test_e
         assert secret not in stderr, 'a secret shows in stderr'
     assert _files_containing(set_dir, secrets) == []
     assert _files_containing(test_env['ANSIBLE_HOME'], secrets) == []
+
+
+@pytest.mark.parametrize('check', [False, True], ids=['run', 'check'])
+def test_role_loop_results_hold_no_service_secret(tmp_path, run_playbook, keys, check):
+    """The json callback (like AWX's job events) records every loop result with its item: the
+    backup role's loops over services must not put a service's password or API key there."""
+    password = 'loop-password-%s' % os.urandom(12).hex()
+    api_key = 'loop-api-key-%s' % os.urandom(12).hex()
+    tasks = [{'name': 'back up', 'ansible.builtin.include_role': {'name': 'idp.recovery.backup'}, 'vars': {
+        'backup_root': str(tmp_path / 'backups'),
+        'backup_status_dir': str(tmp_path / 'status'),
+        'backup_recipients': [keys.age_recipient],
+        'backup_offsite_enabled': False,
+        'backup_services': [
+            # nothing listens on port 1: the dump fails after the loop has started
+            {'name': 'pg', 'kind': 'postgres', 'host': '127.0.0.1', 'port': 1, 'database': 'x',
+             'user': 'u', 'password': password},
+            {'name': 'ory', 'kind': 'ory', 'project_url': 'http://127.0.0.1:1', 'project_api_key': api_key,
+             'max_retries': 0, 'timeout': 5},
+        ]}}]
+    rc, stdout, stderr = run_playbook(tasks, check=check)
+    if check:
+        assert rc == 0, stdout[-3000:] + stderr
+        assert 'pg (postgres): a new set under' in stdout, 'the check-mode plan did not run'
+    else:
+        assert rc != 0, 'a backup of an unreachable database passed'
+        assert 'pg: the backup failed' in stdout, 'the service loop did not run'
+    for secret in (password, api_key):
+        assert secret not in stdout, 'a service secret shows in the json results'
+        assert secret not in stderr, 'a service secret shows in stderr'
 
 
 def _wait_readable_fifo(path, proc, what):
