@@ -130,7 +130,7 @@ GOAL_ORY_IMPORT = 1.10
 ORY_IDENTITIES = 50000
 
 SCRIPT_JSON = (('archive', 'latest.json'), ('authentik', 'authentik.json'), ('ory', 'ory.json'),
-               ('offsite', 'offsite.json'), ('pitr', 'pitr.json'))
+               ('offsite', 'offsite.json'), ('pitr', 'pitr.json'), ('fleet', 'fleet.json'))
 
 
 def load_results(results_dir=RESULTS_DIR):

@@ -139,6 +139,8 @@ images() {
     tests/images/build.sh --if-needed all
     # the authentik server/worker stand-in, built from the PostgreSQL 15 image
     tests/images/build.sh --if-needed authentik-standin
+    # a managed host reached over SSH (sshd, sudo, PostgreSQL), built from the PostgreSQL 15 image
+    tests/images/build.sh --if-needed fleet-host
 }
 
 # 5. Collection path --------------------------------------------------------

@@ -5,11 +5,14 @@
 #
 #   tests/images/build.sh [--if-needed] [15|17|all]
 #   tests/images/build.sh [--if-needed] authentik-standin [--authentik-version V]...
+#   tests/images/build.sh [--if-needed] fleet-host
 #
 #   15  -> idp-recovery/postgres:15  (Debian bookworm, PostgreSQL 15)
 #   17  -> idp-recovery/postgres:17  (Debian trixie,   PostgreSQL 17)
 #   authentik-standin -> idp-recovery/authentik-standin:V (default V 2025.10.1):
 #       the authentik server/worker stand-in, `docker build` from postgres:15
+#   fleet-host -> idp-recovery/fleet-host:15: postgres:15 plus sshd and sudo, a
+#       managed host reached over SSH (fleet tests and benchmark)
 #
 # Each image carries the label org.idp-recovery.recipe, a hash of its recipe and
 # the version; with --if-needed an image whose label matches is left alone.
@@ -28,7 +31,7 @@ log() { printf 'images: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
 usage() {
-    sed -n '2,19p' "$SCRIPT" | sed 's/^# \{0,1\}//'
+    sed -n '2,22p' "$SCRIPT" | sed 's/^# \{0,1\}//'
     exit 2
 }
 
@@ -242,31 +245,35 @@ standin_is_current() {
     [[ $have == "$(standin_hash "$1")" ]]
 }
 
+docker_build() {
+    # $1 = image (REPO:TAG), $2 = build context, then --build-arg values (NAME=VALUE)
+    local image=$1 context=$2 old_id new_id out builder=() arg args=()
+    shift 2
+    for arg in "$@"; do args+=(--build-arg "$arg"); done
+    # The legacy builder when buildx is not installed; either way nothing is pulled.
+    docker buildx version > /dev/null 2>&1 || builder=(env DOCKER_BUILDKIT=0)
+    old_id=$(docker image inspect -f '{{ .Id }}' "$image" 2> /dev/null || true)
+    if ! out=$("${builder[@]}" docker build --pull=false --force-rm "${args[@]}" -t "$image" "$context" 2>&1); then
+        printf '%s\n' "$out" | tail -n 30 >&2
+        die "docker build of $image failed"
+    fi
+    new_id=$(docker image inspect -f '{{ .Id }}' "$image")
+    if [[ -n $old_id && $old_id != "$new_id" ]]; then
+        docker image rm "$old_id" > /dev/null 2>&1 || true
+    fi
+    log "built $image"
+}
+
 build_standin() {
     # $1 = Authentik version
-    local version=$1 hash old_id new_id out builder=()
+    local version=$1 hash
     [[ $version =~ ^[0-9]{4}\.[0-9]{1,2}\.[0-9]+ ]] || die "not an Authentik version: '$version'"
     docker image inspect "$STANDIN_BASE" > /dev/null 2>&1 ||
         die "$STANDIN_BASE is missing; build it first (tests/images/build.sh 15)"
     hash=$(standin_hash "$version")
-    # The legacy builder when buildx is not installed; either way nothing is pulled.
-    docker buildx version > /dev/null 2>&1 || builder=(env DOCKER_BUILDKIT=0)
-    old_id=$(docker image inspect -f '{{ .Id }}' "$STANDIN_REPO:$version" 2> /dev/null || true)
     log "building $STANDIN_REPO:$version from $STANDIN_BASE"
-    if ! out=$("${builder[@]}" docker build --pull=false --force-rm \
-        --build-arg "BASE_IMAGE=$STANDIN_BASE" \
-        --build-arg "AUTHENTIK_VERSION=$version" \
-        --build-arg "AUTHENTIK_BUILD=standin-$hash" \
-        --build-arg "RECIPE=$hash" \
-        -t "$STANDIN_REPO:$version" "$STANDIN_DIR" 2>&1); then
-        printf '%s\n' "$out" | tail -n 30 >&2
-        die "docker build of $STANDIN_REPO:$version failed"
-    fi
-    new_id=$(docker image inspect -f '{{ .Id }}' "$STANDIN_REPO:$version")
-    if [[ -n $old_id && $old_id != "$new_id" ]]; then
-        docker image rm "$old_id" > /dev/null 2>&1 || true
-    fi
-    log "built $STANDIN_REPO:$version"
+    docker_build "$STANDIN_REPO:$version" "$STANDIN_DIR" "BASE_IMAGE=$STANDIN_BASE" \
+        "AUTHENTIK_VERSION=$version" "AUTHENTIK_BUILD=standin-$hash" "RECIPE=$hash"
 }
 
 standin_main() {
@@ -282,13 +289,36 @@ standin_main() {
     done
 }
 
+# The fleet host -------------------------------------------------------------
+FLEET_IMAGE=${IDP_FLEET_IMAGE:-idp-recovery/fleet-host:15}
+FLEET_DIR=$(dirname "$SCRIPT")/fleet-host
+
+fleet_hash() {
+    # the recipe includes the base image it is built on
+    { cat "$FLEET_DIR"/*; docker image inspect -f '{{ .Id }}' "$STANDIN_BASE"; } | sha256sum | cut -c1-16
+}
+
+fleet_main() {
+    # $1 = if_needed
+    local hash
+    docker info > /dev/null 2>&1 || die "the Docker engine is not reachable"
+    docker image inspect "$STANDIN_BASE" > /dev/null 2>&1 ||
+        die "$STANDIN_BASE is missing; build it first (tests/images/build.sh 15)"
+    hash=$(fleet_hash)
+    if $1 && [[ $(docker image inspect -f "{{ index .Config.Labels \"$LABEL_KEY\" }}" "$FLEET_IMAGE" 2> /dev/null) == "$hash" ]]; then
+        return
+    fi
+    log "building $FLEET_IMAGE from $STANDIN_BASE"
+    docker_build "$FLEET_IMAGE" "$FLEET_DIR" "BASE_IMAGE=$STANDIN_BASE" "RECIPE=$hash"
+}
+
 main() {
     local if_needed=false target=all v standin_versions=()
     while [[ $# -gt 0 ]]; do
         case $1 in
             --if-needed) if_needed=true ;;
             -h | --help) usage ;;
-            15 | 17 | all | authentik-standin) target=$1 ;;
+            15 | 17 | all | authentik-standin | fleet-host) target=$1 ;;
             --authentik-version)
                 [[ $# -ge 2 ]] || usage
                 standin_versions+=("$2")
@@ -298,6 +328,11 @@ main() {
         esac
         shift
     done
+    if [[ $target == fleet-host ]]; then
+        [[ ${#standin_versions[@]} -eq 0 ]] || usage
+        fleet_main "$if_needed"
+        return
+    fi
     if [[ $target == authentik-standin ]]; then
         [[ ${#standin_versions[@]} -gt 0 ]] || standin_versions=("${IDP_AUTHENTIK_VERSION:-2025.10.1}")
         standin_main "$if_needed" "${standin_versions[@]}"
