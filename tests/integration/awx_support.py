@@ -245,13 +245,13 @@ class Job(object):
 
 
 def doc_blocks(path=DOC):
-    """{file: text} of the doc's fenced blocks that start with a line ``# extensions/awx/<file>``."""
+    """{file: text} of the doc's fenced blocks that start with a line ``# extensions/<dir>/<file>``."""
     found = {}
     text = Path(path).read_text(encoding='utf-8')
     for match in re.finditer(r'^```[a-z]*\n(.*?)^```$', text, re.M | re.S):
         body = match.group(1)
         first, _sep, rest = body.partition('\n')
-        label = re.match(r'^(?:#|//) (extensions/awx/\S+)$', first.strip())
+        label = re.match(r'^(?:#|//) (extensions/(?:awx|ee)/\S+)$', first.strip())
         if label:
             found[label.group(1)] = rest
     return found

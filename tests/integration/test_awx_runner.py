@@ -182,9 +182,10 @@ def test_credential_types_inject_only_files_and_environment():
 
 
 def test_docs_show_the_files_the_test_uses():
-    """docs/awx.md shows each file of extensions/awx/ as it is."""
+    """docs/awx.md shows each file of extensions/awx/ and the execution environment's definition as they are."""
     blocks = awx.doc_blocks()
     files = sorted(str(p.relative_to(awx.ROOT)) for p in awx.AWX.rglob('*') if p.is_file())
+    files = sorted(files + ['extensions/ee/execution-environment.yml', 'extensions/ee/requirements.yml'])
     assert sorted(blocks) == files
     for name, text in blocks.items():
         assert text == (awx.ROOT / name).read_text(encoding='utf-8'), name
