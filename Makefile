@@ -75,6 +75,7 @@ integration: setup
 lint: setup
 	ansible-lint
 	$(VENV)/bin/python scripts/role-docs.py --check
+	cd $(COLLECTIONS)/ansible_collections/idp/recovery && antsibull-docs lint-collection-docs --plugin-docs .
 
 molecule: setup
 	@found=0; \

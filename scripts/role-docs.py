@@ -80,10 +80,12 @@ def _code(text):
 
 
 def _option_ref(arg):
-    """``O(name)``, ``O(name=value)`` or ``O(fqcn#module:name)``."""
+    """``O(name)``, ``O(name=value)``, ``O(fqcn#module:name)`` or ``O(fqcn#role:entrypoint:name)``."""
     if '#' in arg and ':' in arg.split('#', 1)[1]:
         plugin, rest = arg.split('#', 1)
-        name = rest.split(':', 1)[1]
+        kind, name = rest.split(':', 1)
+        if kind == 'role' and ':' in name:
+            name = name.split(':', 1)[1]
         return '%s (%s)' % (_code(name), _code(plugin))
     return _code(arg)
 
