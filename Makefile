@@ -27,7 +27,7 @@ endif
 integration lint molecule bench: export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
 integration molecule bench: export PYTHONPATH := $(COLLECTIONS)
 
-.PHONY: demo demo-clean help setup sanity units integration lint molecule test bench build clean distclean ansible-test-tree
+.PHONY: demo demo-clean help setup sanity units integration lint molecule versions test bench build clean distclean ansible-test-tree
 
 help:
 	@echo 'make demo         demo stack, backup, offsite copy, restore drill and its report (.demo/)'
@@ -38,6 +38,7 @@ help:
 	@echo 'make integration  pytest tests/integration (real PostgreSQL, rclone, sshd)'
 	@echo 'make lint         ansible-lint, production profile'
 	@echo 'make molecule     every Molecule scenario under molecule/'
+	@echo 'make versions     sanity, units and the artifact smoke play on the oldest and newest ansible-core'
 	@echo 'make test         all of the above'
 	@echo 'make bench        benchmarks (bench/run.py, bench/bench_*.py; BENCH=name selects)'
 	@echo 'make build        collection artifact in .build/dist'
@@ -88,7 +89,10 @@ molecule: setup
 	done; \
 	[[ $$found -eq 1 ]] || { echo 'molecule: no scenarios under molecule/' >&2; exit 1; }
 
-test: setup sanity units integration lint molecule
+versions: setup
+	tests/versions/run.sh all
+
+test: setup sanity units integration lint molecule versions
 
 # BENCH selects the scripts: `make bench BENCH=authentik` runs bench/bench_authentik.py only;
 # `archive` is bench/run.py (BENCH_ARGS go to it). Each script rewrites its own section of

@@ -25,8 +25,6 @@ import socket
 import stat
 import time
 
-from ansible.module_utils.six import string_types
-
 from ansible_collections.idp.recovery.plugins.module_utils._common import (
     DIR_MODE,
     FILE_MODE,
@@ -107,7 +105,7 @@ def check_service_name(service, what='service name'):
     A service name becomes the directory <root>/<service>: it must not be empty, '.', '..', start
     with '.', hold '/', '\\', NUL or another control character, or be longer than 255 bytes.
     """
-    if not isinstance(service, string_types) or not service or service in ('.', '..') or service.startswith('.') \
+    if not isinstance(service, str) or not service or service in ('.', '..') or service.startswith('.') \
             or _UNSAFE_NAME.search(service) or len(service.encode('utf-8', 'surrogateescape')) > 255:
         raise RecoveryError('%r is not a valid %s: a service name is one directory name below the backup root (not '
                             'empty, no "/", "\\", NUL or control character, not starting with "."); nothing was '
@@ -826,7 +824,7 @@ def payload_path(set_dir, rel, manifest=None, what=None):
     regular file reached without any symbolic link. what names where rel was read, for the message.
     """
     where = ' (%s in %s)' % (what, METADATA) if what else ''
-    if not isinstance(rel, string_types):
+    if not isinstance(rel, str):
         raise RecoveryError('backup set %s records %r as a file%s, which is not a path; the set is refused'
                             % (set_dir, rel, where), path=set_dir)
     try:
@@ -949,10 +947,10 @@ def verify_checksums(set_dir, reader=None):
             '%s: not listed in the manifest; a set holding files its manifest does not cover is refused (only '
             'listed files are ever restored)' % rel)})
     for what, rel in metadata_paths(metadata):
-        if isinstance(rel, string_types) and (rel in listed or rel in unlisted):
+        if isinstance(rel, str) and (rel in listed or rel in unlisted):
             continue
         try:
-            if not isinstance(rel, string_types):
+            if not isinstance(rel, str):
                 raise RecoveryError('not a path')
             safe_relpath(rel)
             error = '%s: recorded in %s (%s) but not listed in the manifest' % (rel, METADATA, what)

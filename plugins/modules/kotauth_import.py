@@ -166,7 +166,7 @@ from ansible_collections.idp.recovery.plugins.module_utils._module import run_mo
 
 def run(module):
     return import_tenant(module.params, check_mode=module.check_mode, warn=module.warn,
-                         deprecate=lambda msg: module.deprecate(msg, version='1.0.0', collection_name='idp.recovery'))
+                         on_deprecated=lambda msg: module.deprecate(msg, version='1.0.0', collection_name='idp.recovery'))
 
 
 def main():

@@ -143,7 +143,7 @@ def _links_leaving(top):
         for name in dirs + files:
             full = os.path.join(current, name)
             if os.path.islink(full):
-                first = os.path.relpath(full, str(top)).split(os.sep)[0]
+                first = os.path.relpath(full, str(top)).split(os.sep, maxsplit=1)[0]
                 inside = os.path.realpath(str(top / first))
                 resolved = os.path.realpath(full)
                 if resolved != inside and not resolved.startswith(inside + os.sep):

@@ -48,13 +48,15 @@ def judge_service(service, started, rto_target, rpo_target, require_checks=True)
     checks_failed = [check for check in service['checks'] if not check['ok']]
     rpo = None
     future = False
+    ahead = 0
     if service['set_timestamp'] is not None and service['set']:
-        rpo = started - service['set_timestamp']
-        if rpo < -CLOCK_SKEW_SECONDS:
+        ahead = service['set_timestamp'] - started
+        rpo = -ahead
+        if ahead > CLOCK_SKEW_SECONDS:
             future = True
-        elif rpo < 0:
+        elif ahead > 0:
             warnings.append('%s: the set is dated %s after the drill started (within the %s of clock skew allowed); '
-                            'its age counts as 0' % (name, short_duration(-rpo), short_duration(CLOCK_SKEW_SECONDS)))
+                            'its age counts as 0' % (name, short_duration(ahead), short_duration(CLOCK_SKEW_SECONDS)))
             rpo = 0
     if not service['set']:
         text = '%s: no set was fetched, so the data-loss window is unknown' % name
@@ -78,7 +80,7 @@ def judge_service(service, started, rto_target, rpo_target, require_checks=True)
         reasons.append('%s: the set is dated %s after the drill started (more than the %s of clock skew allowed), so '
                        'its age is negative and the data-loss window is unknown; a clock was wrong or the set was '
                        'renamed: check the clocks (NTP) and the stamp of the set' % (
-                           name, short_duration(-rpo), short_duration(CLOCK_SKEW_SECONDS)))
+                           name, short_duration(ahead), short_duration(CLOCK_SKEW_SECONDS)))
     elif rpo is not None and not rpo_ok:
         reasons.append('%s: the set is %s old, target %s' % (name, against(rpo, rpo_target), short_duration(rpo_target)))
     if service['set'] and not service['steps'] and not service['error']:

@@ -107,15 +107,15 @@ def _count_mismatch(counts, summary):
     return found
 
 
-def import_tenant(params, check_mode=False, warn=None, deprecate=None):
+def import_tenant(params, check_mode=False, warn=None, on_deprecated=None):
     """What kotauth_import does: check the options, then import one tenant of ``params['set_dir']``.
 
-    ``warn`` receives each warning (an older archive schema than the target's); ``deprecate(msg)``
+    ``warn`` receives each warning (an older archive schema than the target's); ``on_deprecated(msg)``
     each deprecated option in use, once the passphrase is known to be usable.
     """
     check_passphrase(params['kotauth_passphrase'])
-    if deprecate and params.get('request_format') == 'multipart':
-        deprecate('request_format=multipart is refused by Kotauth\'s admin API (HTTP 400); use the default, json')
+    if on_deprecated and params.get('request_format') == 'multipart':
+        on_deprecated('request_format=multipart is refused by Kotauth\'s admin API (HTTP 400); use the default, json')
     require_cryptography()
     importer = KotauthImporter(client_from_params(params), params, keys_from_params(params), check_mode=check_mode)
     result = importer.run(params['set_dir'])

@@ -19,6 +19,9 @@ import grp
 import os
 import pwd
 import subprocess
+# These helpers run without an AnsibleModule at hand and stream (pipes between stages, secrets and
+# data on stdin, outputs read as they come): AnsibleModule.run_command cannot do that.
+# pylint: disable=ansible-bad-function
 import time
 
 from ansible_collections.idp.recovery.plugins.module_utils._common import RecoveryError, write_file_atomic

@@ -12,6 +12,9 @@ import os
 import re
 import shutil
 import subprocess
+# These helpers run without an AnsibleModule at hand and stream (pipes between stages, secrets and
+# data on stdin, outputs read as they come): AnsibleModule.run_command cannot do that.
+# pylint: disable=ansible-bad-function
 import tempfile
 
 from ansible_collections.idp.recovery.plugins.module_utils._common import DIR_MODE, RecoveryError
